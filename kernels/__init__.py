@@ -1,0 +1,1 @@
+"""Triton kernels of equiops (installed as ``equiops.kernels``)."""

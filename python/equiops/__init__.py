@@ -1,0 +1,56 @@
+"""equiops: fused kernels for equivariant graph neural networks.
+
+Operators are registered under ``torch.ops.equiops`` (see ARCHITECTURE.md); this
+package exposes them with e3nn / torch_scatter-compatible Python APIs.
+"""
+
+from . import _extension, backend, so3
+from .irreps import Irrep, Irreps, as_irreps
+from .backend import deterministic, get_backend, is_deterministic, set_backend, set_deterministic, use_backend
+from .graph import Graph
+from .ops import segment as _segment_ops  # registers fake kernels, autograd and CUDA dispatch
+from .ops.scatter import (
+    gather_csr,
+    scatter,
+    scatter_add,
+    scatter_max,
+    scatter_mean,
+    scatter_min,
+    scatter_sum,
+    segment_add_csr,
+    segment_csr,
+    segment_max_csr,
+    segment_mean_csr,
+    segment_min_csr,
+    segment_sum_csr,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Graph",
+    "Irrep",
+    "Irreps",
+    "as_irreps",
+    "so3",
+    "backend",
+    "deterministic",
+    "gather_csr",
+    "get_backend",
+    "is_deterministic",
+    "scatter",
+    "scatter_add",
+    "scatter_max",
+    "scatter_mean",
+    "scatter_min",
+    "scatter_sum",
+    "segment_add_csr",
+    "segment_csr",
+    "segment_max_csr",
+    "segment_mean_csr",
+    "segment_min_csr",
+    "segment_sum_csr",
+    "set_backend",
+    "set_deterministic",
+    "use_backend",
+]

@@ -1,0 +1,74 @@
+"""Command line: ``python -m equiops bench ...`` and ``python -m equiops info``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+import torch
+
+
+def info() -> int:
+    import equiops
+    from equiops import _extension, backend
+
+    print(f"equiops {equiops.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"  C++ CPU kernels : {'yes' if _extension.available() else 'no: ' + _extension.why_unavailable()}")
+    cuda_built = _extension.with_cuda()
+    print(f"  CUDA kernels    : {'built' if cuda_built else 'no: ' + _extension.why_no_cuda()}")
+    if torch.cuda.is_available():
+        print(f"  GPU             : {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
+    else:
+        print("  GPU             : none visible to torch")
+    try:
+        import triton
+
+        print(f"  Triton          : {triton.__version__}" + ("" if torch.cuda.is_available() else " (needs a GPU; interpreter only here)"))
+    except ImportError:
+        print(f"  Triton          : no: {backend.why_no_triton()}")
+    try:
+        import cupy
+
+        print(f"  CuPy            : {cupy.__version__}")
+    except Exception as exc:  # cupy raises various errors without a GPU or driver
+        print(f"  CuPy            : no: {type(exc).__name__}: {exc}")
+    print(f"  default backend : {backend.get_backend()}, deterministic: {backend.is_deterministic()}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from equiops.bench import runner
+
+    parser = argparse.ArgumentParser(prog="python -m equiops")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="check each op against its baseline, then time both")
+    b.add_argument("--quick", action="store_true", help="smaller problems (under 2 minutes on 2 CPU cores)")
+    b.add_argument("--ops", default=",".join(runner.FAMILIES), help=f"comma-separated families from {runner.FAMILIES}")
+    b.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
+    b.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    b.add_argument("--backend", default="auto", help="equiops backend for our ops (auto, cpu, cuda, triton, torch)")
+    b.add_argument("--threads", type=int, default=None, help="CPU threads for both sides (default: torch's)")
+    b.add_argument("--output", default=None, help="write results and environment as JSON")
+    b.add_argument("--plot", default=None, help="draw a bar chart of speedups (PNG, needs matplotlib)")
+    sub.add_parser("info", help="which backends are built and usable, and why not")
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        return info()
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    unknown = [o for o in ops if o not in runner.FAMILIES]
+    if unknown:
+        parser.error(f"--ops: {unknown} not available yet; choose from {runner.FAMILIES}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible to torch")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    rows = runner.bench(ops, device, dtype, args.quick, args.backend, args.output, args.plot)
+    return 0 if all(r["pass"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

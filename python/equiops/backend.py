@@ -1,0 +1,150 @@
+"""Backend selection and the deterministic switch.
+
+A backend is chosen per call (``backend=`` on every op), per module, or for a block of
+code with :func:`use_backend`; :func:`set_backend` changes the process default.
+
+* ``"auto"``: C++ on CPU tensors; on CUDA tensors the faster of CUDA C++ and Triton
+  as measured per op (``AUTO_CUDA_ORDER``), whichever is available; the plain-PyTorch
+  reference on any other device or when no kernel is built. ``auto`` never picks
+  something slower than the reference.
+* ``"cpu"``, ``"cuda"``, ``"triton"``: that kernel; if it cannot run (not built, no
+  GPU, no Triton, tensors on the wrong device) the call raises an error saying why.
+  There is no silent fallback.
+* ``"torch"``: the plain-PyTorch reference (``equiops.reference``).
+
+Determinism: every CPU kernel and every segment (CSR) kernel is deterministic. The
+only non-deterministic path is the atomic scatter-sum on CUDA, used for unsorted
+indices; with :func:`set_deterministic` (or ``torch.use_deterministic_algorithms``)
+on, it sorts the index and reduces segments instead, bitwise reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import threading
+from typing import Iterator, Optional
+
+import torch
+
+from . import _extension
+
+BACKENDS = ("auto", "cpu", "cuda", "triton", "torch")
+
+# Preference on CUDA tensors for "auto", per op family, from benchmarks/gpu_check.sh.
+AUTO_CUDA_ORDER = {
+    "segment": ("cuda", "triton"),
+    "scatter": ("cuda", "triton"),
+}
+
+_state = threading.local()
+_default = {"backend": "auto", "deterministic": False}
+
+
+def _get(key: str):
+    return getattr(_state, key, _default[key])
+
+
+def check_backend_name(name: str, argname: str = "backend") -> str:
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"{argname} must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Set the process-wide default backend (``"auto"`` initially)."""
+    _default["backend"] = check_backend_name(name)
+
+
+def get_backend() -> str:
+    return _get("backend")
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Use ``name`` as the default backend inside the block (this thread only)."""
+    check_backend_name(name)
+    previous = getattr(_state, "backend", None)
+    _state.backend = name
+    try:
+        yield
+    finally:
+        if previous is None:
+            del _state.backend
+        else:
+            _state.backend = previous
+
+
+def set_deterministic(flag: bool) -> None:
+    """Ask every op for bitwise reproducible results (process-wide)."""
+    _default["deterministic"] = bool(flag)
+
+
+@contextlib.contextmanager
+def deterministic(flag: bool = True) -> Iterator[None]:
+    """Deterministic results inside the block (this thread only)."""
+    previous = getattr(_state, "deterministic", None)
+    _state.deterministic = bool(flag)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del _state.deterministic
+        else:
+            _state.deterministic = previous
+
+
+def is_deterministic() -> bool:
+    return bool(_get("deterministic")) or torch.are_deterministic_algorithms_enabled()
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def why_no_triton() -> str:
+    if not triton_available():
+        return "Triton is not installed (pip install triton)"
+    return ""
+
+
+
+
+def resolve(requested: Optional[str], device: torch.device, family: str) -> str:
+    """The concrete backend for tensors on `device`, or an error saying why not."""
+    name = check_backend_name(requested if requested is not None else get_backend())
+    if name == "torch":
+        return name
+    dev = device.type
+    if name == "auto":
+        if dev == "cpu":
+            return "cpu" if _extension.available() else "torch"
+        if dev == "cuda":
+            for candidate in AUTO_CUDA_ORDER[family]:
+                if candidate == "cuda" and _extension.with_cuda():
+                    return "cuda"
+                if candidate == "triton" and triton_available() and _extension.available():
+                    return "triton"
+            return "torch"
+        return "torch"
+    if name == "cpu":
+        if dev != "cpu":
+            raise ValueError(f"backend 'cpu' runs on CPU tensors, but the inputs are on {device}")
+        if not _extension.available():
+            raise RuntimeError(f"backend 'cpu' is unavailable: {_extension.why_unavailable()}")
+        return name
+    # cuda / triton
+    if dev != "cuda":
+        raise ValueError(
+            f"backend {name!r} runs on CUDA tensors, but the inputs are on {device} "
+            "(the Triton kernels are tested on the CPU by calling equiops.kernels directly "
+            "under TRITON_INTERPRET=1)"
+        )
+    if not _extension.available():
+        raise RuntimeError(f"backend {name!r} is unavailable: {_extension.why_unavailable()}")
+    if name == "cuda":
+        if not _extension.with_cuda():
+            raise RuntimeError(f"backend 'cuda' is unavailable: {_extension.why_no_cuda()}")
+    elif not triton_available():
+        raise RuntimeError(f"backend 'triton' is unavailable: {why_no_triton()}")
+    return name

@@ -1,0 +1,188 @@
+"""``python -m equiops bench``: check, then time, every op family against its baselines."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+import torch
+
+from . import scatter as scatter_bench
+from .timing import copy_bandwidth, time_interleaved
+
+FAMILIES = ("scatter",)  # grows as op families land (sh, tp, conv, egnn, tfn, lieconv)
+
+# Float32 sums of ~16 N(0, 1) terms in another order differ from float64 by ~1e-6.
+_CHECK_TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
+
+
+def environment(device: torch.device) -> Dict[str, object]:
+    import equiops
+
+    env = {
+        "equiops": equiops.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _progress(i: int, n: int, what: str) -> None:
+    width = 24
+    done = int(width * i / max(n, 1))
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {what:<48}")
+    sys.stderr.flush()
+    if i == n:
+        sys.stderr.write("\n")
+
+
+def _check(out: torch.Tensor, expected: torch.Tensor, dtype) -> bool:
+    rtol, atol = _CHECK_TOL.get(dtype, (1e-2, 1e-2))
+    return bool(torch.allclose(out.double(), expected.double(), rtol=rtol, atol=atol))
+
+
+def run_scatter(device: torch.device, dtype, quick: bool, backend: str) -> List[Dict[str, object]]:
+    rows: List[Dict[str, object]] = []
+    problems = scatter_bench.problems(quick)
+    repeats = 5 if quick else 9
+    for i, problem in enumerate(problems):
+        _progress(i, len(problems), f"scatter {problem.label}")
+        inputs = scatter_bench.make_inputs(problem, device, dtype)
+        expected = scatter_bench.expected_sum(problem, inputs)
+        nbytes = scatter_bench.bytes_moved(problem, dtype)
+
+        forward = scatter_bench.forward_candidates(problem, inputs, backend)
+        backward = scatter_bench.backward_candidates(problem, inputs, backend)
+        ones = torch.ones(problem.num_edges, problem.width, dtype=torch.float64, device=device)
+        checks = {}
+        for group, exp in ((forward, expected), (backward, ones)):
+            for kind in ("ours", "baselines"):
+                for name, fn in group[kind].items():
+                    checks[name] = _check(fn(), exp, dtype)
+        timed = {
+            name: fn
+            for group in (forward, backward)
+            for kind in ("ours", "baselines")
+            for name, fn in group[kind].items()
+            if checks[name]
+        }
+        timed["Graph build (CSR, both views)"] = scatter_bench.graph_build(problem, inputs)
+        times = time_interleaved(timed, device, repeats=repeats)
+
+        def add(name, kind, reference, pass_, moved):
+            t = times.get(name)
+            row = {
+                "op": "scatter",
+                "problem": problem.label,
+                "variant": name,
+                "kind": kind,
+                "pass": pass_,
+                "median_ms": t["median_s"] * 1e3 if t else None,
+                "min_ms": t["min_s"] * 1e3 if t else None,
+                "max_ms": t["max_s"] * 1e3 if t else None,
+                "baseline": reference,
+                "baseline_ms": times[reference]["median_s"] * 1e3 if reference in times else None,
+                "gb_per_s": moved / t["median_s"] / 1e9 if (t and moved) else None,
+            }
+            row["speedup"] = (row["baseline_ms"] / row["median_ms"]) if (row["median_ms"] and row["baseline_ms"]) else None
+            rows.append(row)
+
+        for name in forward["ours"]:
+            add(name, "ours", "index_add_", checks[name], nbytes)
+        for name in forward["baselines"]:
+            add(name, "baseline", "index_add_", checks[name], nbytes)
+        for name in backward["ours"]:
+            add(name, "ours", "index_add fwd+bwd", checks[name], None)
+        for name in backward["baselines"]:
+            add(name, "baseline", "index_add fwd+bwd", checks[name], None)
+        add("Graph build (CSR, both views)", "ours (one-off)", None, True, None)
+    _progress(len(problems), len(problems), "done")
+    return rows
+
+
+RUNNERS = {"scatter": run_scatter}
+
+
+def format_table(rows: List[Dict[str, object]]) -> str:
+    header = ("op", "problem", "variant", "pass", "ms", "baseline", "base ms", "speedup", "GB/s")
+    lines = []
+    for r in rows:
+        lines.append((
+            str(r["op"]),
+            str(r["problem"]),
+            str(r["variant"]),
+            "ok" if r["pass"] else "WRONG",
+            f"{r['median_ms']:.3f}" if r["median_ms"] is not None else "-",
+            str(r["baseline"] or "-") if r["kind"] == "ours" else "-",
+            f"{r['baseline_ms']:.3f}" if (r["baseline_ms"] is not None and r["kind"] == "ours") else "-",
+            f"{r['speedup']:.2f}x" if (r["speedup"] is not None and r["kind"] == "ours") else "-",
+            f"{r['gb_per_s']:.1f}" if r["gb_per_s"] is not None else "-",
+        ))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)
+
+
+def plot(rows: List[Dict[str, object]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours = [r for r in rows if r["kind"] == "ours" and r["speedup"]]
+    labels = [f"{r['problem']}\n{r['variant']}" for r in ours]
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(ours)), 4))
+    ax.bar(range(len(ours)), [r["speedup"] for r in ours])
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(ours)))
+    ax.set_xticklabels(labels, rotation=90, fontsize=6)
+    ax.set_ylabel("speedup over baseline")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def bench(ops: List[str], device: torch.device, dtype, quick: bool, backend: str, output: Optional[str], plot_path: Optional[str]) -> List[Dict[str, object]]:
+    rows: List[Dict[str, object]] = []
+    for family in ops:
+        rows += RUNNERS[family](device, dtype, quick, backend)
+    result = {"environment": environment(device), "dtype": str(dtype), "quick": quick, "backend": backend, "results": rows}
+    if device.type == "cuda":
+        result["copy_bandwidth_GBps"] = copy_bandwidth(device) / 1e9
+    if output:
+        with open(output, "w") as f:
+            json.dump(result, f, indent=2)
+    if plot_path:
+        plot(rows, plot_path)
+    print(format_table(rows))
+    if "copy_bandwidth_GBps" in result:
+        print(f"device copy bandwidth (read + write): {result['copy_bandwidth_GBps']:.0f} GB/s")
+    return rows

@@ -1,0 +1,106 @@
+"""Shared test infrastructure: dtypes, the tolerance table, devices, helpers.
+
+Later op families reuse these: ``assert_close(actual, expected, order=k)`` picks the
+tolerance for the dtype and derivative order from ``TOLERANCES``; ``random_o3`` gives
+rotations with reflections for equivariance tests; ``check_opcheck`` and
+``check_compiled_matches_eager`` run the operator-contract checks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Tuple
+
+import pytest
+import torch
+
+# (rtol, atol) by dtype and derivative order (0: forward, 1: backward, 2: double backward).
+# float64 is held to ~1e-10 (the e3nn-identity bar); float32 to what float32 allows for
+# sums of at most a few hundred terms; half types to their rounding.
+TOLERANCES: Dict[Tuple[torch.dtype, int], Tuple[float, float]] = {
+    (torch.float64, 0): (1e-12, 1e-12),
+    (torch.float64, 1): (1e-11, 1e-11),
+    (torch.float64, 2): (1e-10, 1e-10),
+    (torch.float32, 0): (1e-5, 1e-5),
+    (torch.float32, 1): (2e-5, 2e-5),
+    (torch.float32, 2): (5e-5, 5e-5),
+    (torch.float16, 0): (2e-3, 2e-3),
+    (torch.bfloat16, 0): (1.6e-2, 1.6e-2),
+}
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def tolerance(dtype: torch.dtype, order: int = 0) -> Tuple[float, float]:
+    return TOLERANCES[(dtype, order)]
+
+
+def assert_close(actual, expected, order: int = 0, dtype=None, **kwargs) -> None:
+    rtol, atol = tolerance(dtype or expected.dtype, order)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True, **kwargs)
+
+
+@pytest.fixture(params=FLOAT_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+def dtype(request) -> torch.dtype:
+    return request.param
+
+
+def cuda_ready() -> bool:
+    import equiops
+
+    return torch.cuda.is_available() and equiops._extension.with_cuda()
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+
+
+def random_o3(n: int = 1, dtype=torch.float64, generator=None) -> torch.Tensor:
+    """``(n, 3, 3)`` random orthogonal matrices, half of them reflections (det = -1)."""
+    a = torch.randn(n, 3, 3, dtype=dtype, generator=generator)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    flip = torch.ones(n, dtype=dtype)
+    flip[::2] = -1.0
+    return q * flip[:, None, None]
+
+
+def assert_equivariant(fn: Callable, inputs_rep, output_rep, inputs, order: int = 0, n: int = 4) -> None:
+    """``fn(D_in(R) x) == D_out(R) fn(x)`` for random O(3) elements R.
+
+    ``inputs_rep`` / ``output_rep`` map a ``(3, 3)`` matrix to the representation
+    matrix acting on the last dim (e.g. ``Irreps.D_from_matrix``).
+    """
+    for R in random_o3(n, dtype=inputs[0].dtype):
+        rotated = [x @ rep(R).T for x, rep in zip(inputs, inputs_rep)]
+        assert_close(fn(*rotated), fn(*inputs) @ output_rep(R).T, order=order)
+
+
+def check_opcheck(op, args, kwargs=None) -> None:
+    """torch.library.opcheck: schema, fake kernel, autograd registration, AOT dispatch."""
+    torch.library.opcheck(op, args, kwargs or {})
+
+
+def check_compiled_matches_eager(fn: Callable, *args, order: int = 0, dynamic=None) -> None:
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, dynamic=dynamic)
+    expected = fn(*args)
+    actual = compiled(*args)
+    for a, e in zip(_as_tuple(actual), _as_tuple(expected)):
+        if e.is_floating_point():
+            assert_close(a, e, order=order)
+        else:
+            assert torch.equal(a, e)
+
+
+def _as_tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def triton_interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# The Triton interpreter tests switch Triton into interpreter mode for the whole process
+# (TRITON_INTERPRET is read when kernels are decorated). On a GPU machine the real Triton
+# path is tested instead (test_gpu_ops.py), so keep them out of that process.
+collect_ignore = ["test_triton_segment.py"] if torch.cuda.is_available() else []
