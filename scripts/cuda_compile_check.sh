@@ -17,6 +17,12 @@ includes=$(python3 -c "import torch.utils.cpp_extension as c; print(' '.join('-I
 abi=$(python3 -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
 for f in csrc/cuda/*_cuda.cu; do
   nvcc -std=c++20 -arch="$arch" -c "$f" -o "$out/$(basename "$f").o" -Icsrc/include $includes \
-    -DEQUIOPS_WITH_CUDA -D_GLIBCXX_USE_CXX11_ABI="$abi" --expt-relaxed-constexpr -Xcompiler -fPIC
+    -DEQUIOPS_WITH_CUDA -D_GLIBCXX_USE_CXX11_ABI="$abi" --expt-relaxed-constexpr -Xcompiler -fPIC \
+    -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE  # the CPU wheel lacks c10/cuda/impl/cuda_cmake_macros.h
   echo "compiled $f for $arch"
 done
+# The CUDA bindings in module.cpp must match the entry points' signatures.
+pyinc=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+g++ -std=c++20 -fsyntax-only -DEQUIOPS_WITH_CUDA -D_GLIBCXX_USE_CXX11_ABI="$abi" -Icsrc/include $includes \
+  -I"$pyinc" csrc/module.cpp
+echo "checked csrc/module.cpp with EQUIOPS_WITH_CUDA"

@@ -14,6 +14,12 @@ from typing import Callable, Dict, Tuple
 import pytest
 import torch
 
+# Without a GPU, Triton kernels are tested under the interpreter. TRITON_INTERPRET is
+# read when functions are decorated (triton.language's own included), so it must be
+# set before anything (e3nn, the kernels) imports triton; importing torch does not.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # (rtol, atol) by dtype and derivative order (0: forward, 1: backward, 2: double backward).
 # float64 is held to ~1e-10 (the e3nn-identity bar); float32 to what float32 allows for
 # sums of at most a few hundred terms; half types to their rounding.
@@ -103,4 +109,8 @@ def triton_interpreter_enabled() -> bool:
 # The Triton interpreter tests switch Triton into interpreter mode for the whole process
 # (TRITON_INTERPRET is read when kernels are decorated). On a GPU machine the real Triton
 # path is tested instead (test_gpu_ops.py), so keep them out of that process.
-collect_ignore = ["test_triton_segment.py"] if torch.cuda.is_available() else []
+collect_ignore = (
+    ["test_triton_segment.py"]
+    if torch.cuda.is_available() and os.environ.get("EQUIOPS_TRITON_TEST_DEVICE") != "cuda"
+    else []
+)

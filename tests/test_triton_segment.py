@@ -1,72 +1,29 @@
 """Triton segment/scatter kernels (kernels/segment.py) against the plain-PyTorch reference.
 
-By default the kernels run on CPU tensors through Triton's interpreter
-(``TRITON_INTERPRET=1``, set here before triton is imported), so this file needs no
-GPU; sizes are kept tiny because the interpreter is slow. On a GPU machine,
+On a machine without a GPU the kernels run on CPU tensors through Triton's interpreter:
+tests/conftest.py sets ``TRITON_INTERPRET=1`` before anything imports triton (the
+variable is read when functions, triton.language's own included, are decorated).
+Sizes are tiny because the interpreter is slow. On a GPU machine,
 ``EQUIOPS_TRITON_TEST_DEVICE=cuda`` runs the same tests compiled on CUDA tensors.
 """
 
 import os
 
-_DEVICE = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
-if _DEVICE == "cpu":
-    os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere below
-
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import triton_interpreter_enabled
+
 triton = pytest.importorskip("triton")
 
+_DEVICE = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
+if _DEVICE == "cpu" and not triton_interpreter_enabled():
+    pytest.skip("TRITON_INTERPRET=1 is not set (tests/conftest.py sets it without a GPU)", allow_module_level=True)
 if _DEVICE != "cpu" and not torch.cuda.is_available():
     pytest.skip("EQUIOPS_TRITON_TEST_DEVICE asks for CUDA, which is not available", allow_module_level=True)
 
-_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_kernels():
-    try:
-        from equiops.kernels import segment as mod  # packaged layout
-
-        return mod
-    except Exception:
-        pass
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))
-    import kernels.segment as mod  # source tree layout
-
-    return mod
-
-
-def _import_reference():
-    try:
-        from equiops.reference import segment as mod
-
-        return mod
-    except Exception:
-        pass
-    python_dir = str(_ROOT / "python")
-    if python_dir not in sys.path:
-        sys.path.insert(0, python_dir)
-    try:
-        from equiops.reference import segment as mod
-
-        return mod
-    except Exception:
-        pass
-    # equiops/__init__.py may import a compiled extension that is not built: load the file.
-    path = _ROOT / "python" / "equiops" / "reference" / "segment.py"
-    spec = importlib.util.spec_from_file_location("_equiops_reference_segment", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-K = _import_kernels()
-ref = _import_reference()
+from equiops.kernels import segment as K  # noqa: E402
+from equiops.reference import segment as ref  # noqa: E402
 
 DEV = torch.device(_DEVICE)
 

@@ -14,11 +14,11 @@ namespace kernels {
 
 #define EQ_INST_SEGMENT(T, V, W)                                                                           \
   template __global__ void segment_sum_kernel<T, V, W, int64_t>(const T*, const int64_t*, const int64_t*, T*, \
-                                                                 SegmentGeometry);                          \
+                                                                 AccOf<T>::type*, SegmentGeometry);         \
   template __global__ void segment_minmax_kernel<T, V, W, true, int64_t>(                                   \
-      const T*, const int64_t*, const int64_t*, T*, int64_t*, SegmentGeometry);                              \
+      const T*, const int64_t*, const int64_t*, T*, int64_t*, AccOf<T>::type*, int64_t*, SegmentGeometry);   \
   template __global__ void segment_minmax_kernel<T, V, W, false, int64_t>(                                  \
-      const T*, const int64_t*, const int64_t*, T*, int64_t*, SegmentGeometry);                              \
+      const T*, const int64_t*, const int64_t*, T*, int64_t*, AccOf<T>::type*, int64_t*, SegmentGeometry);   \
   template __global__ void segment_gather_kernel<T, V, W, int64_t>(const T*, const int64_t*, const int64_t*, \
                                                                     T*, SegmentGeometry);
 
@@ -30,6 +30,11 @@ namespace kernels {
   EQ_INST_SEGMENT(T, 3, 1)                                                                                   \
   EQ_INST_SEGMENT(T, 4, 1)                                                                                   \
   EQ_INST_SEGMENT(T, 4, W4)                                                                                  \
+  template __global__ void segment_sum_combine_kernel<T>(const AccOf<T>::type*, T*, i64, i64, int);         \
+  template __global__ void segment_minmax_combine_kernel<T, true, int64_t>(                                 \
+      const AccOf<T>::type*, const int64_t*, T*, int64_t*, i64, i64, int, i64);                               \
+  template __global__ void segment_minmax_combine_kernel<T, false, int64_t>(                                \
+      const AccOf<T>::type*, const int64_t*, T*, int64_t*, i64, i64, int, i64);                               \
   template __global__ void gather_zero_uncovered_kernel<T, int64_t>(T*, const int64_t*, i64, i64, i64, i64,  \
                                                                     i64);                                    \
   template __global__ void scatter_sum_kernel<T, int64_t, unsigned int>(                                    \

@@ -16,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 #include <tuple>
 #include <type_traits>
 
@@ -30,6 +31,18 @@ using kernels::SegmentGeometry;
 
 template <int N>
 using IntC = std::integral_constant<int, N>;
+
+// Numbers and shapes in error messages are formatted with std::to_string rather than
+// streamed: in one PyTorch 2.11 + CUDA 13 environment, streaming an integer from this
+// translation unit (std::ostream::operator<<(long) instantiated here) crashed inside
+// libstdc++'s locale code, turning a TORCH_CHECK into a segmentation fault.
+std::string num(int64_t v) { return std::to_string(v); }
+
+std::string shape(at::IntArrayRef sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
 
 // Calls f(T()) with T the CUDA element type of st.
 template <typename F>
@@ -76,7 +89,7 @@ void dispatch_vector(int V, int W, F&& f) {
         return;
       }
     }
-    TORCH_CHECK(false, "equiops: internal error, no kernel for V=", V, " W=", W);
+    TORCH_CHECK(false, "equiops: internal error, no kernel for V=", num(V), " W=", num(W));
   }
 }
 
@@ -88,7 +101,7 @@ void check_device(const at::Tensor& t, const char* op, const char* name, const a
 
 void check_src(const at::Tensor& src, const char* op) {
   TORCH_CHECK(src.is_cuda(), "equiops.", op, ": src must be a CUDA tensor, got ", src.device());
-  TORCH_CHECK(src.dim() == 3, "equiops.", op, ": src must be 3-D (B, N, C), got shape ", src.sizes());
+  TORCH_CHECK(src.dim() == 3, "equiops.", op, ": src must be 3-D (B, N, C), got shape ", shape(src.sizes()));
   const auto st = src.scalar_type();
   TORCH_CHECK(st == at::kHalf || st == at::kBFloat16 || st == at::kFloat || st == at::kDouble, "equiops.", op,
               ": src must be float16, bfloat16, float32 or float64, got ", st);
@@ -104,15 +117,15 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> check_indptr_perm(const at::Te
   TORCH_CHECK(indptr.scalar_type() == at::kLong, "equiops.", op, ": indptr must be int64, got ",
               indptr.scalar_type());
   TORCH_CHECK(indptr.dim() == 2 && indptr.size(1) >= 1, "equiops.", op,
-              ": indptr must have shape (Bi, S + 1), got ", indptr.sizes());
+              ": indptr must have shape (Bi, S + 1), got ", shape(indptr.sizes()));
   TORCH_CHECK(indptr.size(0) == 1 || indptr.size(0) == src.size(0), "equiops.", op,
-              ": indptr.size(0) must be 1 or B = ", src.size(0), ", got ", indptr.size(0));
+              ": indptr.size(0) must be 1 or B = ", num(src.size(0)), ", got ", num(indptr.size(0)));
   c10::optional<at::Tensor> p;
   if (perm.has_value() && perm->defined()) {
     check_device(*perm, op, "perm", device);
     TORCH_CHECK(perm->scalar_type() == at::kLong, "equiops.", op, ": perm must be int64, got ",
                 perm->scalar_type());
-    TORCH_CHECK(perm->dim() == 1, "equiops.", op, ": perm must be 1-D, got shape ", perm->sizes());
+    TORCH_CHECK(perm->dim() == 1, "equiops.", op, ": perm must be 1-D, got shape ", shape(perm->sizes()));
     p = perm->contiguous();
   }
   return {indptr.contiguous(), p};
@@ -132,9 +145,19 @@ Launch plan_segment_launch(i64 B, i64 S, i64 rows, i64 C, int esize, i64 positio
   Launch l;
   kernels::choose_vector(C, esize, address_of(base), &l.V, &l.W);
   l.g = kernels::make_segment_geometry(B, S, rows, C, l.V, positions, broadcast, &l.grid_x, &l.grid_y, &l.block);
-  TORCH_CHECK(l.grid_y <= 65535u, "equiops.", op, ": too many columns (C = ", C, ")");
-  TORCH_CHECK(C / l.V <= 0x7fffffffLL, "equiops.", op, ": too many columns (C = ", C, ")");
+  TORCH_CHECK(l.grid_y <= 65535u, "equiops.", op, ": too many columns (C = ", num(C), ")");
+  TORCH_CHECK(C / l.V <= 0x7fffffffLL, "equiops.", op, ": too many columns (C = ", num(C), ")");
   return l;
+}
+
+// Accumulator dtype of the partial results: float32 for the 16-bit types.
+at::ScalarType acc_dtype(at::ScalarType st) { return st == at::kDouble ? at::kDouble : at::kFloat; }
+
+// Blocks of kMaxBlock threads for a grid-stride loop over n > 0 elements.
+unsigned int elementwise_blocks(i64 n) {
+  i64 blocks = (n + kernels::kMaxBlock - 1) / kernels::kMaxBlock;
+  if (blocks > (i64(1) << 20)) blocks = i64(1) << 20;
+  return static_cast<unsigned int>(blocks < 1 ? 1 : blocks);
 }
 
 }  // namespace
@@ -158,19 +181,28 @@ at::Tensor segment_sum(const at::Tensor& src_in, const at::Tensor& indptr_in,
   const Launch l = plan_segment_launch(B, S, N, C, static_cast<int>(src.element_size()), positions,
                                        indptr.size(0) == 1, src.data_ptr(), op);
   const int64_t* perm_ptr = perm ? perm->data_ptr<int64_t>() : nullptr;
+  // Few long segments: q partial sums per segment (accumulator type), combined in order.
+  at::Tensor part;
+  if (l.g.q > 1) part = at::empty({l.g.num_vseg * C}, src.options().dtype(acc_dtype(src.scalar_type())));
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_float(src.scalar_type(), op, [&](auto tag) {
     using T = decltype(tag);
     using Acc = typename kernels::AccOf<T>::type;
+    Acc* part_ptr = part.defined() ? reinterpret_cast<Acc*>(part.data_ptr()) : nullptr;
     dispatch_vector<T>(l.V, l.W, [&](auto v, auto w) {
       constexpr int V = decltype(v)::value;
       constexpr int W = decltype(w)::value;
       const unsigned int smem = kernels::segment_smem_bytes(l.g, l.block, V, sizeof(Acc), false);
       kernels::segment_sum_kernel<T, V, W, int64_t><<<dim3(l.grid_x, l.grid_y), l.block, smem, stream>>>(
           reinterpret_cast<const T*>(src.data_ptr()), indptr.data_ptr<int64_t>(), perm_ptr,
-          reinterpret_cast<T*>(out.data_ptr()), l.g);
+          reinterpret_cast<T*>(out.data_ptr()), part_ptr, l.g);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
+    if (l.g.q > 1) {
+      kernels::segment_sum_combine_kernel<T><<<elementwise_blocks(l.g.num_seg * C), kernels::kMaxBlock, 0, stream>>>(
+          part_ptr, reinterpret_cast<T*>(out.data_ptr()), l.g.num_seg, C, l.g.q);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   });
   return out;
 }
@@ -199,10 +231,18 @@ std::tuple<at::Tensor, at::Tensor> segment_minmax(const at::Tensor& src_in, cons
   const Launch l = plan_segment_launch(B, S, N, C, static_cast<int>(src.element_size()), positions,
                                        indptr.size(0) == 1, src.data_ptr(), op);
   const int64_t* perm_ptr = perm ? perm->data_ptr<int64_t>() : nullptr;
+  // Few long segments: q partial (value, row) pairs per segment, combined in a second pass.
+  at::Tensor part, part_arg;
+  if (l.g.q > 1) {
+    part = at::empty({l.g.num_vseg * C}, src.options().dtype(acc_dtype(src.scalar_type())));
+    part_arg = at::empty({l.g.num_vseg * C}, src.options().dtype(at::kLong));
+  }
+  int64_t* part_arg_ptr = part_arg.defined() ? part_arg.data_ptr<int64_t>() : nullptr;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_float(src.scalar_type(), op, [&](auto tag) {
     using T = decltype(tag);
     using Acc = typename kernels::AccOf<T>::type;
+    Acc* part_ptr = part.defined() ? reinterpret_cast<Acc*>(part.data_ptr()) : nullptr;
     dispatch_vector<T>(l.V, l.W, [&](auto v, auto w) {
       constexpr int V = decltype(v)::value;
       constexpr int W = decltype(w)::value;
@@ -212,13 +252,25 @@ std::tuple<at::Tensor, at::Tensor> segment_minmax(const at::Tensor& src_in, cons
       T* o = reinterpret_cast<T*>(values.data_ptr());
       if (is_max) {
         kernels::segment_minmax_kernel<T, V, W, true, int64_t><<<grid, l.block, smem, stream>>>(
-            s, indptr.data_ptr<int64_t>(), perm_ptr, o, arg.data_ptr<int64_t>(), l.g);
+            s, indptr.data_ptr<int64_t>(), perm_ptr, o, arg.data_ptr<int64_t>(), part_ptr, part_arg_ptr, l.g);
       } else {
         kernels::segment_minmax_kernel<T, V, W, false, int64_t><<<grid, l.block, smem, stream>>>(
-            s, indptr.data_ptr<int64_t>(), perm_ptr, o, arg.data_ptr<int64_t>(), l.g);
+            s, indptr.data_ptr<int64_t>(), perm_ptr, o, arg.data_ptr<int64_t>(), part_ptr, part_arg_ptr, l.g);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
+    if (l.g.q > 1) {
+      const unsigned int blocks = elementwise_blocks(l.g.num_seg * C);
+      T* o = reinterpret_cast<T*>(values.data_ptr());
+      if (is_max) {
+        kernels::segment_minmax_combine_kernel<T, true, int64_t><<<blocks, kernels::kMaxBlock, 0, stream>>>(
+            part_ptr, part_arg_ptr, o, arg.data_ptr<int64_t>(), l.g.num_seg, C, l.g.q, N);
+      } else {
+        kernels::segment_minmax_combine_kernel<T, false, int64_t><<<blocks, kernels::kMaxBlock, 0, stream>>>(
+            part_ptr, part_arg_ptr, o, arg.data_ptr<int64_t>(), l.g.num_seg, C, l.g.q, N);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   });
   return {values, arg};
 }
@@ -230,9 +282,9 @@ at::Tensor segment_gather(const at::Tensor& src_in, const at::Tensor& indptr_in,
   at::Tensor indptr;
   c10::optional<at::Tensor> perm;
   std::tie(indptr, perm) = check_indptr_perm(src_in, indptr_in, perm_in, op);
-  TORCH_CHECK(src_in.size(1) == indptr.size(1) - 1, "equiops.", op, ": src.size(1) = ", src_in.size(1),
-              " must equal the number of segments S = indptr.size(1) - 1 = ", indptr.size(1) - 1);
-  TORCH_CHECK(num_rows >= 0, "equiops.", op, ": num_rows must be >= 0, got ", num_rows);
+  TORCH_CHECK(src_in.size(1) == indptr.size(1) - 1, "equiops.", op, ": src.size(1) = ", num(src_in.size(1)),
+              " must equal the number of segments S = indptr.size(1) - 1 = ", num(indptr.size(1) - 1));
+  TORCH_CHECK(num_rows >= 0, "equiops.", op, ": num_rows must be >= 0, got ", num(num_rows));
   c10::cuda::CUDAGuard guard(src_in.device());
   const at::Tensor src = src_in.contiguous();
   const i64 B = src.size(0), S = src.size(1), C = src.size(2);
@@ -283,8 +335,8 @@ at::Tensor scatter_sum(const at::Tensor& src_in, const at::Tensor& index, int64_
   TORCH_CHECK(index.scalar_type() == at::kLong, "equiops.", op, ": index must be int64, got ",
               index.scalar_type());
   TORCH_CHECK(index.sizes() == src_in.sizes(), "equiops.", op, ": index must have the shape of src ",
-              src_in.sizes(), ", got ", index.sizes());
-  TORCH_CHECK(dim_size >= 0, "equiops.", op, ": dim_size must be >= 0, got ", dim_size);
+              shape(src_in.sizes()), ", got ", shape(index.sizes()));
+  TORCH_CHECK(dim_size >= 0, "equiops.", op, ": dim_size must be >= 0, got ", num(dim_size));
   c10::cuda::CUDAGuard guard(src_in.device());
   const at::Tensor src = src_in.contiguous();
   const i64 B = src.size(0), N = src.size(1), C = src.size(2);

@@ -11,14 +11,17 @@
 //
 // Segment kernels (sum, min/max, gather) share one thread layout. A block of
 // tx * r * spb threads handles spb segments; thread t = (sy * r + rr) * tx + x works on
-// segment blockIdx.x * spb + sy, on the V consecutive columns starting at
+// (virtual) segment blockIdx.x * spb + sy, on the V consecutive columns starting at
 // (blockIdx.y * tx + x) * V ("vector column"), and on the positions
 // start + rr, start + rr + r, ... of that segment. V columns are read with W-element
 // vector accesses (W * sizeof(T) <= 16 bytes). The r partial results of a segment are
 // then combined by a fixed binary tree (warp shuffles when the r lanes of a column lie in
-// one warp, shared memory otherwise); the tree only depends on r, which the host derives
-// from the shapes alone, so the results are bitwise reproducible. No atomics.
-// make_segment_geometry() below chooses tx, r and spb (see there).
+// one warp, shared memory otherwise). When there are too few segments to fill the GPU,
+// each segment is also split into q contiguous position ranges ("virtual segments")
+// whose partial results go to a workspace and are combined in order by a second kernel
+// (segment_*_combine_kernel). r and q only depend on the shapes (never on index values or
+// the device), so the results are bitwise reproducible. No atomics.
+// make_segment_geometry() below chooses tx, r, q and spb (see there).
 //
 // scatter_sum_kernel: one thread per src element (grid-stride), atomicAdd into out.
 // float/double use the native atomics; __half / __nv_bfloat16 use the native 16-bit
@@ -46,6 +49,8 @@ typedef long long i64;
 constexpr int kMaxBlock = 256;
 // Residency hint of every kernel: at least 4 blocks of 256 threads per SM (<= 64 registers).
 constexpr int kMinBlocksPerSM = 4;
+// min/max keeps a (value, int64 row) pair per column: allow up to 80 registers.
+constexpr int kMinBlocksPerSMMinMax = 3;
 // Internal marker of "no row seen yet" in min/max (rows are < N <= this).
 constexpr i64 kNoArg = 0x7fffffffffffffffLL;
 
@@ -147,6 +152,7 @@ __device__ __forceinline__ i64 row_of(const index_t* __restrict__ perm, i64 e) {
 
 struct SegmentGeometry {
   i64 num_seg;         // B * S
+  i64 num_vseg;        // num_seg * q work items ("virtual segments")
   i64 S;               // segments per batch
   i64 rows;            // N: rows of the row-indexed tensor (src of sum/minmax, out of gather)
   i64 C;               // columns
@@ -156,6 +162,9 @@ struct SegmentGeometry {
   int r;               // lanes over the rows of a segment (power of two)
   int spb;             // segments per block
   int shfl;            // 1: combine the r lanes with warp shuffles (tx * r <= 32, both powers of 2)
+  int q;               // splits per segment: > 1 when there are too few segments to fill the GPU;
+                       // each split reduces 1/q of its segment's positions into a partial result
+                       // and a second kernel combines the q partials in order
 };
 
 // Per-thread coordinates in the segment layout.
@@ -181,12 +190,43 @@ __device__ __forceinline__ SegLane seg_lane(const SegmentGeometry& g) {
   return l;
 }
 
-// seg / S, with a 32-bit division when possible (a 64-bit one is a slow subroutine call).
-__device__ __forceinline__ i64 batch_of(i64 seg, const SegmentGeometry& g) {
-  if (g.num_seg <= 0xffffffffLL) {
-    return static_cast<i64>(static_cast<unsigned int>(seg) / static_cast<unsigned int>(g.S));
+// a / d for 0 <= a <= bound, with a 32-bit division when bound fits (a 64-bit division is
+// a slow subroutine call).
+__device__ __forceinline__ i64 div_bounded(i64 a, i64 d, i64 bound) {
+  if (bound <= 0xffffffffLL) {
+    return static_cast<i64>(static_cast<unsigned int>(a) / static_cast<unsigned int>(d));
   }
-  return seg / g.S;
+  return a / d;
+}
+
+// Work item vseg: segment seg of batch b, positions [lo, hi).
+struct SegRange {
+  i64 seg, b, lo, hi;
+};
+
+template <typename index_t>
+__device__ __forceinline__ SegRange seg_range(i64 vseg, const SegmentGeometry& g,
+                                              const index_t* __restrict__ indptr) {
+  SegRange w;
+  i64 part = 0;
+  w.seg = vseg;
+  if (g.q > 1) {
+    w.seg = div_bounded(vseg, g.q, g.num_vseg);
+    part = vseg - w.seg * g.q;
+  }
+  w.b = div_bounded(w.seg, g.S, g.num_seg);
+  const i64 s = w.seg - w.b * g.S;
+  const index_t* ip = indptr + w.b * g.indptr_bstride;
+  w.lo = static_cast<i64>(ip[s]);
+  w.hi = static_cast<i64>(ip[s + 1]);
+  if (g.q > 1) {
+    const i64 len = w.hi > w.lo ? w.hi - w.lo : 0;
+    const i64 chunk = (len + g.q - 1) / g.q;
+    const i64 lo = w.lo + part * chunk;
+    w.lo = lo < w.hi ? lo : w.hi;
+    w.hi = lo + chunk < w.hi ? lo + chunk : w.hi;
+  }
+  return w;
 }
 
 // Sum of the r lanes of each (segment, vector column): butterfly over the lane index.
@@ -222,29 +262,31 @@ __device__ __forceinline__ void reduce_sum_lanes(Acc (&acc)[V], const SegmentGeo
 // ---------------------------------------------------------------------------------------
 // segment_sum: out[b, s, c] = sum over positions e of segment s of src[b, row(e), c].
 
+// With g.q > 1, split vseg writes its partial sums (accumulator type) to part[vseg, :]
+// instead; segment_sum_combine_kernel then adds the q partials of each segment in order.
 template <typename T, int V, int W, typename index_t>
 __global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSM)
     segment_sum_kernel(const T* __restrict__ src, const index_t* __restrict__ indptr,
-                       const index_t* __restrict__ perm, T* __restrict__ out, SegmentGeometry g) {
+                       const index_t* __restrict__ perm, T* __restrict__ out,
+                       typename AccOf<T>::type* __restrict__ part, SegmentGeometry g) {
   typedef typename AccOf<T>::type Acc;
   extern __shared__ __align__(16) unsigned char eq_smem[];
   Acc* smem = reinterpret_cast<Acc*>(eq_smem);
   const SegLane l = seg_lane<V>(g);
   const i64 step = g.r;
 
-  for (i64 blk = blockIdx.x; blk * g.spb < g.num_seg; blk += gridDim.x) {
-    const i64 seg = blk * g.spb + l.sy;
-    const bool ok = l.col_ok && seg < g.num_seg;
+  for (i64 blk = blockIdx.x; blk * g.spb < g.num_vseg; blk += gridDim.x) {
+    const i64 vseg = blk * g.spb + l.sy;
+    const bool ok = l.col_ok && vseg < g.num_vseg;
     Acc acc[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] = Acc(0);
+    SegRange w{0, 0, 0, 0};
     if (ok) {
-      const i64 b = batch_of(seg, g);
-      const i64 s = seg - b * g.S;
-      const index_t* ip = indptr + b * g.indptr_bstride;
-      const i64 end = static_cast<i64>(ip[s + 1]);
-      const T* base = src + b * g.rows * g.C + l.col;
-      i64 e = static_cast<i64>(ip[s]) + l.rr;
+      w = seg_range(vseg, g, indptr);
+      const i64 end = w.hi;
+      const T* base = src + w.b * g.rows * g.C + l.col;
+      i64 e = w.lo + l.rr;
       // Four rows in flight per iteration; the additions stay in position order.
       for (; e + 3 * step < end; e += 4 * step) {
         const i64 r0 = row_of(perm, e), r1 = row_of(perm, e + step);
@@ -271,7 +313,32 @@ __global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSM)
       }
     }
     reduce_sum_lanes<V, Acc>(acc, g, l, smem);
-    if (ok && l.rr == 0) store_acc<T, V, W>(out + seg * g.C + l.col, acc);
+    if (ok && l.rr == 0) {
+      if (g.q == 1) {
+        store_acc<T, V, W>(out + w.seg * g.C + l.col, acc);
+      } else {
+        Acc* p = part + vseg * g.C + l.col;
+#pragma unroll
+        for (int j = 0; j < V; ++j) p[j] = acc[j];
+      }
+    }
+  }
+}
+
+// out[seg, c] = part[seg * q, c] + part[seg * q + 1, c] + ... (in this order).
+template <typename T>
+__global__ void __launch_bounds__(kMaxBlock)
+    segment_sum_combine_kernel(const typename AccOf<T>::type* __restrict__ part, T* __restrict__ out, i64 num_seg,
+                               i64 C, int q) {
+  typedef typename AccOf<T>::type Acc;
+  const i64 total = num_seg * C;
+  for (i64 i = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<i64>(gridDim.x) * blockDim.x) {
+    const i64 seg = i / C;
+    const Acc* p = part + seg * q * C + (i - seg * C);
+    Acc acc = Acc(0);
+    for (int k = 0; k < q; ++k) acc += p[k * C];
+    out[i] = from_acc<T>(acc);
   }
 }
 
@@ -345,10 +412,13 @@ __device__ __forceinline__ void reduce_mm_lanes(Acc (&val)[V], i64 (&arg)[V], co
   }
 }
 
+// With g.q > 1, split vseg writes its (value, row) pairs to part / part_arg[vseg, :]
+// (row kNoArg: nothing seen) and segment_minmax_combine_kernel picks the best of the q.
 template <typename T, int V, int W, bool IS_MAX, typename index_t>
-__global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSM)
+__global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSMMinMax)
     segment_minmax_kernel(const T* __restrict__ src, const index_t* __restrict__ indptr,
                           const index_t* __restrict__ perm, T* __restrict__ out, index_t* __restrict__ out_arg,
+                          typename AccOf<T>::type* __restrict__ part, index_t* __restrict__ part_arg,
                           SegmentGeometry g) {
   typedef typename AccOf<T>::type Acc;
   extern __shared__ __align__(16) unsigned char eq_smem[];
@@ -357,9 +427,9 @@ __global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSM)
   const SegLane l = seg_lane<V>(g);
   const i64 step = g.r;
 
-  for (i64 blk = blockIdx.x; blk * g.spb < g.num_seg; blk += gridDim.x) {
-    const i64 seg = blk * g.spb + l.sy;
-    const bool ok = l.col_ok && seg < g.num_seg;
+  for (i64 blk = blockIdx.x; blk * g.spb < g.num_vseg; blk += gridDim.x) {
+    const i64 vseg = blk * g.spb + l.sy;
+    const bool ok = l.col_ok && vseg < g.num_vseg;
     Acc val[V];
     i64 arg[V];
 #pragma unroll
@@ -367,13 +437,12 @@ __global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSM)
       val[j] = Acc(0);
       arg[j] = kNoArg;
     }
+    SegRange w{0, 0, 0, 0};
     if (ok) {
-      const i64 b = batch_of(seg, g);
-      const i64 s = seg - b * g.S;
-      const index_t* ip = indptr + b * g.indptr_bstride;
-      const i64 end = static_cast<i64>(ip[s + 1]);
-      const T* base = src + b * g.rows * g.C + l.col;
-      i64 e = static_cast<i64>(ip[s]) + l.rr;
+      w = seg_range(vseg, g, indptr);
+      const i64 end = w.hi;
+      const T* base = src + w.b * g.rows * g.C + l.col;
+      i64 e = w.lo + l.rr;
       for (; e + step < end; e += 2 * step) {
         const i64 r0 = row_of(perm, e), r1 = row_of(perm, e + step);
         Acc v0[V], v1[V];
@@ -390,7 +459,15 @@ __global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSM)
       }
     }
     reduce_mm_lanes<IS_MAX, V, Acc>(val, arg, g, l, sarg, sval);
-    if (ok && l.rr == 0) {
+    if (ok && l.rr == 0 && g.q > 1) {
+      Acc* pv = part + vseg * g.C + l.col;
+      index_t* pa = part_arg + vseg * g.C + l.col;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        pv[j] = val[j];
+        pa[j] = static_cast<index_t>(arg[j]);
+      }
+    } else if (ok && l.rr == 0) {
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         if (arg[j] == kNoArg) {
@@ -398,11 +475,42 @@ __global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSM)
           arg[j] = g.rows;
         }
       }
-      store_acc<T, V, W>(out + seg * g.C + l.col, val);
-      index_t* oa = out_arg + seg * g.C + l.col;
+      store_acc<T, V, W>(out + w.seg * g.C + l.col, val);
+      index_t* oa = out_arg + w.seg * g.C + l.col;
 #pragma unroll
       for (int j = 0; j < V; ++j) oa[j] = static_cast<index_t>(arg[j]);
     }
+  }
+}
+
+// Best of the q partial (value, row) pairs of each segment; empty: value 0, arg rows.
+template <typename T, bool IS_MAX, typename index_t>
+__global__ void __launch_bounds__(kMaxBlock)
+    segment_minmax_combine_kernel(const typename AccOf<T>::type* __restrict__ part,
+                                  const index_t* __restrict__ part_arg, T* __restrict__ out,
+                                  index_t* __restrict__ out_arg, i64 num_seg, i64 C, int q, i64 rows) {
+  typedef typename AccOf<T>::type Acc;
+  const i64 total = num_seg * C;
+  for (i64 i = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<i64>(gridDim.x) * blockDim.x) {
+    const i64 seg = i / C;
+    const i64 o = seg * q * C + (i - seg * C);
+    Acc val = Acc(0);
+    i64 arg = kNoArg;
+    for (int k = 0; k < q; ++k) {
+      const Acc v = part[o + k * C];
+      const i64 a = static_cast<i64>(part_arg[o + k * C]);
+      if (mm_better<IS_MAX>(v, a, val, arg)) {
+        val = v;
+        arg = a;
+      }
+    }
+    if (arg == kNoArg) {
+      val = Acc(0);
+      arg = rows;
+    }
+    out[i] = from_acc<T>(val);
+    out_arg[i] = static_cast<index_t>(arg);
   }
 }
 
@@ -416,17 +524,15 @@ __global__ void __launch_bounds__(kMaxBlock, kMinBlocksPerSM)
                           const index_t* __restrict__ perm, T* __restrict__ out, SegmentGeometry g) {
   const SegLane l = seg_lane<V>(g);
   const i64 step = g.r;
-  for (i64 blk = blockIdx.x; blk * g.spb < g.num_seg; blk += gridDim.x) {
-    const i64 seg = blk * g.spb + l.sy;
-    if (!(l.col_ok && seg < g.num_seg)) continue;
-    const i64 b = batch_of(seg, g);
-    const i64 s = seg - b * g.S;
-    const index_t* ip = indptr + b * g.indptr_bstride;
-    const i64 end = static_cast<i64>(ip[s + 1]);
+  for (i64 blk = blockIdx.x; blk * g.spb < g.num_vseg; blk += gridDim.x) {
+    const i64 vseg = blk * g.spb + l.sy;
+    if (!(l.col_ok && vseg < g.num_vseg)) continue;
+    const SegRange w = seg_range(vseg, g, indptr);
+    const i64 end = w.hi;
     Pack<T, W> v[V / W];
-    load_raw<T, V, W>(src + seg * g.C + l.col, v);
-    T* base = out + b * g.rows * g.C + l.col;
-    i64 e = static_cast<i64>(ip[s]) + l.rr;
+    load_raw<T, V, W>(src + w.seg * g.C + l.col, v);
+    T* base = out + w.b * g.rows * g.C + l.col;
+    i64 e = w.lo + l.rr;
     for (; e + step < end; e += 2 * step) {
       const i64 r0 = row_of(perm, e), r1 = row_of(perm, e + step);
       store_raw<T, V, W>(base + r0 * g.C, v);
@@ -494,8 +600,8 @@ __device__ __forceinline__ __nv_bfloat16 from_bits16<__nv_bfloat16>(unsigned sho
 // 16-bit compare-and-swap fallback on the aligned 32-bit word holding *p.
 template <typename T>
 __device__ __forceinline__ void atomic_add_16_cas(T* p, T v) {
-  const size_t addr = reinterpret_cast<size_t>(p);
-  unsigned int* word = reinterpret_cast<unsigned int*>(addr & ~static_cast<size_t>(3));
+  const unsigned long long addr = reinterpret_cast<unsigned long long>(p);
+  unsigned int* word = reinterpret_cast<unsigned int*>(addr & ~3ULL);
   const unsigned int shift = (addr & 2) ? 16u : 0u;
   unsigned int old = *word, assumed;
   do {
@@ -556,6 +662,16 @@ inline i64 floor_pow2(i64 v) {
   return p;
 }
 
+// Upper bound of the splits per segment.
+constexpr i64 kMaxSplits = 4096;
+
+// Threads over the cv vector columns of a segment (per blockIdx.y chunk).
+inline i64 segment_tx(i64 cv) {
+  i64 tx = cv <= 32 ? cv : ((cv + 31) / 32) * 32;
+  if (tx > kMaxBlock) tx = kMaxBlock;
+  return tx < 1 ? 1 : tx;
+}
+
 // Elements per vector access for V columns of esize bytes, when every access is aligned.
 inline int max_access_width(int V, int esize) {
   int w = 1;
@@ -580,52 +696,78 @@ inline void choose_vector(i64 C, int esize, unsigned long long addr_bits, int* V
   *W = v;
 }
 
-// Threads per segment. tx threads cover the C / V vector columns (all of them up to 32,
-// else a multiple of 32 up to 256 per blockIdx.y chunk). r lanes split each segment's rows:
-// with one vector column (C <= 4, or narrow C) r starts at the average segment length
-// rounded down to a power of two, at most 32 (a group of up to a warp per segment);
-// otherwise at 1 (each thread loops over its segment's rows). r then doubles while the
-// grid is smaller than kTargetThreads and each lane still gets >= 2 rows on average, up to
-// tx * r = 256 (few long segments: a block per segment). spb segments fill a 256-thread
-// block. positions: number of positions (P with perm, else N).
-inline SegmentGeometry make_segment_geometry(i64 B, i64 S, i64 rows, i64 C, int V, i64 positions,
-                                             bool indptr_broadcast, unsigned int* grid_x, unsigned int* grid_y,
+// Launch geometry for explicit lanes r (a power of two, tx * r <= kMaxBlock) and splits q;
+// make_segment_geometry() below chooses them. tx threads cover the C / V vector columns
+// (all of them up to 32, else a multiple of 32 up to 256 per blockIdx.y chunk); spb
+// segments (or splits) fill a 256-thread block.
+inline SegmentGeometry segment_geometry_with(i64 B, i64 S, i64 rows, i64 C, int V, bool indptr_broadcast, i64 r,
+                                             i64 q, unsigned int* grid_x, unsigned int* grid_y,
                                              unsigned int* block) {
   SegmentGeometry g;
   g.num_seg = B * S;
+  g.num_vseg = g.num_seg * q;
   g.S = S;
   g.rows = rows;
   g.C = C;
   g.indptr_bstride = indptr_broadcast ? 0 : S + 1;
   const i64 cv = C / V;
   g.cv = static_cast<int>(cv);
-  i64 tx = cv <= 32 ? cv : ((cv + 31) / 32) * 32;
-  if (tx > kMaxBlock) tx = kMaxBlock;
-  if (tx < 1) tx = 1;
+  const i64 tx = segment_tx(cv);
   const i64 chunks = (cv + tx - 1) / tx;
-  const i64 rmax = floor_pow2(kMaxBlock / tx);
-  const i64 avg = S > 0 ? positions / S : 0;
-  i64 r = 1;
-  if (tx == 1) {
-    r = floor_pow2(avg < 1 ? 1 : avg);
-    if (r > 32) r = 32;
-  }
-  if (r > rmax) r = rmax;
-  const i64 base_threads = g.num_seg * chunks * tx;
-  while (2 * r <= rmax && base_threads * r < kTargetThreads && 2 * r <= (avg / 2 > 1 ? avg / 2 : 1)) r *= 2;
   i64 spb = kMaxBlock / (tx * r);
   if (spb < 1) spb = 1;
   g.tx = static_cast<int>(tx);
   g.r = static_cast<int>(r);
   g.spb = static_cast<int>(spb);
+  g.q = static_cast<int>(q);
   const bool tx_pow2 = (tx & (tx - 1)) == 0;
   g.shfl = (r > 1 && tx_pow2 && tx * r <= 32) ? 1 : 0;
-  const i64 blocks = (g.num_seg + spb - 1) / spb;
+  const i64 blocks = (g.num_vseg + spb - 1) / spb;
   const i64 max_grid_x = 0x7fffffffLL;
   *grid_x = static_cast<unsigned int>(blocks < max_grid_x ? blocks : max_grid_x);
   *grid_y = static_cast<unsigned int>(chunks);
   *block = static_cast<unsigned int>(tx * r * spb);
   return g;
+}
+
+// Chooses the lanes r and splits q from the shapes alone (never from index values or the
+// device), so that the reduction order, hence every bit of the result, is reproducible.
+// avg = positions / S (positions: P with perm, else N).
+//  * One vector column (C <= 4, or C * sizeof <= 16 bytes): r starts at avg / 8 rounded down
+//    to a power of two, in [1, 32] (a group of lanes, each with ~8 rows, so that every
+//    thread has several loads in flight). Wider rows: r starts at 1 (a thread loops over
+//    its segment's rows for its columns).
+//  * r doubles while the grid has fewer than kTargetThreads threads and each lane keeps
+//    >= 4 rows on average, up to tx * r = 256 (a block per segment).
+//  * Still too few threads (few long segments): each segment is split into q contiguous
+//    position ranges (q <= target / threads, each lane keeping >= 4 rows), reduced
+//    separately and combined in a second, ordered pass.
+inline SegmentGeometry make_segment_geometry(i64 B, i64 S, i64 rows, i64 C, int V, i64 positions,
+                                             bool indptr_broadcast, unsigned int* grid_x, unsigned int* grid_y,
+                                             unsigned int* block) {
+  const i64 cv = C / V;
+  const i64 tx = segment_tx(cv);
+  const i64 chunks = (cv + tx - 1) / tx;
+  const i64 rmax = floor_pow2(kMaxBlock / tx);
+  const i64 avg = S > 0 ? positions / S : 0;
+  i64 r = 1;
+  if (tx == 1) {
+    r = floor_pow2(avg / 8 < 1 ? 1 : avg / 8);
+    if (r > 32) r = 32;
+  }
+  if (r > rmax) r = rmax;
+  const i64 base_threads = B * S * chunks * tx;
+  while (2 * r <= rmax && base_threads * r < kTargetThreads && 2 * r * 4 <= avg) r *= 2;
+  i64 q = 1;
+  const i64 threads = base_threads * r;
+  if (threads > 0 && threads < kTargetThreads) {
+    q = (kTargetThreads + threads - 1) / threads;
+    const i64 qmax = avg / (4 * r);
+    if (q > qmax) q = qmax;
+    if (q > kMaxSplits) q = kMaxSplits;
+    if (q < 1) q = 1;
+  }
+  return segment_geometry_with(B, S, rows, C, V, indptr_broadcast, r, q, grid_x, grid_y, block);
 }
 
 // Dynamic shared memory of a segment launch (0 when no shared-memory reduction is needed).

@@ -70,6 +70,8 @@ def segment_minmax(
         v, a = _scatter_extreme(picked, slot, S, reduce, row_ids=rows, empty=N)
         values.append(v)
         args.append(a)
+    if B == 0:
+        return src.new_zeros(0, S, C), torch.zeros(0, S, C, dtype=torch.long, device=src.device)
     return torch.cat(values), torch.cat(args)
 
 
