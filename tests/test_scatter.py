@@ -432,3 +432,22 @@ def test_direct_op_calls_are_checked():
         ops.segment_minmax(src, torch.tensor([[0, 5]]), None, "mean", "cpu")
     with pytest.raises(ValueError, match=r"backend 'cuda' cannot run on CPU tensors"):
         ops.segment_sum(src, torch.tensor([[0, 5]]), None, "cuda")
+
+
+def test_graph_kernel_paths_agree_bitwise():
+    """Graph.aggregate picks among three CPU paths (perm gather, in-order scatter for wide
+    rows, no perm for pre-sorted edges); all add each node's edges in edge order."""
+    g = _gen(18)
+    E, N = 3000, 97
+    src, dst = torch.randint(0, N, (E,), generator=g), torch.randint(0, N, (E,), generator=g)
+    graph = equiops.Graph(src, dst, N)
+    assert not graph.dst_sorted
+    for width in (5, 48):
+        values = torch.randn(E, width, generator=g)
+        via_perm = torch.ops.equiops.segment_sum(values[None], graph.dst_indptr[None], graph.dst_perm, "cpu")[0]
+        assert torch.equal(graph.aggregate(values), via_perm)
+        order = graph.dst_perm
+        sorted_graph = equiops.Graph(src[order], dst[order], N)
+        assert sorted_graph.dst_sorted
+        assert torch.equal(sorted_graph.aggregate(values[order]), via_perm)
+        assert_close(graph.aggregate(values.double(), "mean"), _native_scatter(values.double(), dst, 0, N, "mean"))

@@ -106,14 +106,16 @@ void segment_sum_kernel(const scalar_t* src, scalar_t* out, const SegmentView& v
       const int64_t* ip = v.indptr + b * v.indptr_bstride;
       const scalar_t* sb = src + b * v.N * C;
       std::fill(acc.begin(), acc.end(), acc_t(0));
-      const int64_t lo = ip[s], hi = ip[s + 1];
+      // Positions are contiguous across segments, so prefetch past this segment's end
+      // (up to the batch's last position): short segments are the common case.
+      const int64_t lo = ip[s], hi = ip[s + 1], last = ip[v.S];
       for (int64_t e = lo; e < hi; ++e) {
         const int64_t row = v.perm ? v.perm[e] : e;
         if (row < 0 || row >= v.N) {
           bad.record(row);
           continue;
         }
-        if (v.perm && e + kPrefetchDistance < hi) prefetch_row(sb, v.perm[e + kPrefetchDistance], C, v.N);
+        if (v.perm && e + kPrefetchDistance < last) prefetch_row(sb, v.perm[e + kPrefetchDistance], C, v.N);
         const scalar_t* r = sb + row * C;
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<acc_t>(r[c]);
@@ -194,9 +196,11 @@ struct ScatterPlan {
   int64_t tasks;  // B * parts
 };
 
-ScatterPlan plan_scatter(int64_t B, int64_t S) {
+ScatterPlan plan_scatter(int64_t B, int64_t S, int64_t C) {
   const int64_t threads = at::get_num_threads();
-  int64_t parts = B >= threads ? 1 : (threads + B - 1) / B;
+  // With rows of 1-3 elements the in-range test costs more (a branch mispredicted on
+  // half the rows) than the adds it spreads over threads: one task per batch then.
+  int64_t parts = (B >= threads || C < 4) ? 1 : (threads + B - 1) / B;
   parts = std::max<int64_t>(1, std::min(parts, S));
   return ScatterPlan{parts, B * parts};
 }
@@ -211,7 +215,7 @@ struct IndexView {
 template <typename VisitRow, typename Visit>
 void for_each_scattered(const IndexView& ix, int64_t B, int64_t N, int64_t C, int64_t S,
                         BadIndex& bad, VisitRow visit_row, Visit visit) {
-  const ScatterPlan plan = plan_scatter(B, S);
+  const ScatterPlan plan = plan_scatter(B, S, C);
   at::parallel_for(0, plan.tasks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / plan.parts, part = task % plan.parts;
