@@ -17,23 +17,10 @@ e3nn = pytest.importorskip("e3nn")
 from e3nn import o3  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _float64_default():
-    # e3nn builds its generators in the default dtype: float64 makes it a 1e-14 reference.
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+# e3nn builds its generators in the default dtype: float64 makes it a 1e-14 reference.
+pytestmark = pytest.mark.usefixtures("float64_default")
 
-
-def random_o3(n: int, seed: int = 0) -> torch.Tensor:
-    """``(n, 3, 3)`` random orthogonal matrices; every other one is a reflection."""
-    g = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(n, 3, 3, dtype=torch.float64, generator=g))
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
-    q = q * torch.sign(torch.det(q))[:, None, None]
-    q[::2] *= -1
-    return q
+from conftest import random_o3  # noqa: E402
 
 
 IRREPS_CASES = [

@@ -451,3 +451,18 @@ def test_graph_kernel_paths_agree_bitwise():
         assert sorted_graph.dst_sorted
         assert torch.equal(sorted_graph.aggregate(values[order]), via_perm)
         assert_close(graph.aggregate(values.double(), "mean"), _native_scatter(values.double(), dst, 0, N, "mean"))
+
+
+def test_aggregation_is_equivariant():
+    """Summing, averaging or taking max of vectors commutes with O(3) only for linear
+    reductions: sum and mean do, and the helper must see that."""
+    from conftest import assert_equivariant
+
+    g = _gen(19)
+    graph = equiops.Graph(torch.randint(0, 9, (40,), generator=g), torch.randint(0, 9, (40,), generator=g), 9)
+    vectors = torch.randn(40, 3, dtype=torch.float64, generator=g)
+    identity = lambda R: R  # noqa: E731  l = 1 vectors transform with R itself
+    for reduce in ("sum", "mean"):
+        assert_equivariant(lambda v: graph.aggregate(v, reduce), [identity], identity, [vectors])
+    with pytest.raises(AssertionError):  # max over components is not equivariant
+        assert_equivariant(lambda v: graph.aggregate(v, "max"), [identity], identity, [vectors])

@@ -16,13 +16,8 @@ e3nn = pytest.importorskip("e3nn")
 from e3nn import o3  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _float64_default():
-    # e3nn builds its generators in the default dtype: float64 makes it a 1e-14 reference.
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+# e3nn builds its generators in the default dtype: float64 makes it a 1e-14 reference.
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 F64 = torch.float64

@@ -80,6 +80,28 @@ SegmentView make_view(const at::Tensor& src, const at::Tensor& indptr, const at:
                      src.size(2), S};
 }
 
+// The checked, contiguous inputs of a segment op. `rows` bounds the row ids that
+// positions may name when there is no perm (with a perm, indptr indexes into it).
+struct SegmentInputs {
+  at::Tensor src, indptr;
+  c10::optional<at::Tensor> perm;
+  int64_t S;
+  SegmentView view() const { return make_view(src, indptr, perm ? &*perm : nullptr, S); }
+};
+
+SegmentInputs prepare_segment(const at::Tensor& src, const at::Tensor& indptr,
+                              const c10::optional<at::Tensor>& perm, c10::string_view backend,
+                              const char* op, int64_t rows, const char* rows_what) {
+  check_cpu_backend(backend, op);
+  check_segment_args(src, indptr, perm, op);
+  SegmentInputs in{src.contiguous(), indptr.contiguous(),
+                   perm ? c10::optional<at::Tensor>(perm->contiguous()) : c10::nullopt,
+                   indptr.size(1) - 1};
+  check_indptr_values(in.indptr, in.perm ? in.perm->numel() : rows, op,
+                      in.perm ? "the length of perm" : rows_what);
+  return in;
+}
+
 // Rows reached through perm are scattered in memory, where the hardware prefetcher
 // does not follow; fetching the row a few positions ahead hides most of the latency
 // for wide rows (measured in benchmarks/bench_scatter.py).
@@ -255,17 +277,12 @@ void raise_bad(const BadIndex& bad, const char* op, const char* name, int64_t li
 at::Tensor segment_sum_cpu(const at::Tensor& src_in, const at::Tensor& indptr_in,
                            const c10::optional<at::Tensor>& perm_in, c10::string_view backend) {
   const char* op = "equiops.segment_sum";
-  check_cpu_backend(backend, op);
-  check_segment_args(src_in, indptr_in, perm_in, op);
-  const at::Tensor src = src_in.contiguous(), indptr = indptr_in.contiguous();
-  const c10::optional<at::Tensor> perm =
-      perm_in.has_value() ? c10::optional<at::Tensor>(perm_in->contiguous()) : c10::nullopt;
-  const int64_t S = indptr.size(1) - 1;
-  check_indptr_values(indptr, perm ? perm->numel() : src.size(1), op,
-                      perm ? "the length of perm" : "the number of rows N");
-  at::Tensor out = at::empty({src.size(0), S, src.size(2)}, src.options());
+  const SegmentInputs in = prepare_segment(src_in, indptr_in, perm_in, backend, op,
+                                           src_in.dim() == 3 ? src_in.size(1) : 0, "the number of rows N");
+  const at::Tensor& src = in.src;
+  at::Tensor out = at::empty({src.size(0), in.S, src.size(2)}, src.options());
   if (out.numel() == 0) return out;
-  const SegmentView v = make_view(src, indptr, perm ? &*perm : nullptr, S);
+  const SegmentView v = in.view();
   BadIndex bad;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "segment_sum", [&] {
     const scalar_t* s = src.data_ptr<scalar_t>();
@@ -288,19 +305,14 @@ std::tuple<at::Tensor, at::Tensor> segment_minmax_cpu(const at::Tensor& src_in,
                                                       c10::string_view reduce,
                                                       c10::string_view backend) {
   const char* op = "equiops.segment_minmax";
-  check_cpu_backend(backend, op);
   const bool is_max = parse_minmax(std::string(reduce), op);
-  check_segment_args(src_in, indptr_in, perm_in, op);
-  const at::Tensor src = src_in.contiguous(), indptr = indptr_in.contiguous();
-  const c10::optional<at::Tensor> perm =
-      perm_in.has_value() ? c10::optional<at::Tensor>(perm_in->contiguous()) : c10::nullopt;
-  const int64_t S = indptr.size(1) - 1;
-  check_indptr_values(indptr, perm ? perm->numel() : src.size(1), op,
-                      perm ? "the length of perm" : "the number of rows N");
-  at::Tensor out = at::empty({src.size(0), S, src.size(2)}, src.options());
-  at::Tensor arg = at::empty({src.size(0), S, src.size(2)}, src.options().dtype(at::kLong));
+  const SegmentInputs in = prepare_segment(src_in, indptr_in, perm_in, backend, op,
+                                           src_in.dim() == 3 ? src_in.size(1) : 0, "the number of rows N");
+  const at::Tensor& src = in.src;
+  at::Tensor out = at::empty({src.size(0), in.S, src.size(2)}, src.options());
+  at::Tensor arg = at::empty({src.size(0), in.S, src.size(2)}, src.options().dtype(at::kLong));
   if (out.numel() == 0) return {out, arg};
-  const SegmentView v = make_view(src, indptr, perm ? &*perm : nullptr, S);
+  const SegmentView v = in.view();
   BadIndex bad;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "segment_minmax", [&] {
     auto run = is_max ? segment_minmax_kernel<true, scalar_t> : segment_minmax_kernel<false, scalar_t>;
@@ -314,22 +326,16 @@ at::Tensor segment_gather_cpu(const at::Tensor& src_in, const at::Tensor& indptr
                               const c10::optional<at::Tensor>& perm_in, int64_t num_rows,
                               c10::string_view backend) {
   const char* op = "equiops.segment_gather";
-  check_cpu_backend(backend, op);
-  check_segment_args(src_in, indptr_in, perm_in, op);
   TORCH_CHECK_VALUE(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
-  const at::Tensor src = src_in.contiguous(), indptr = indptr_in.contiguous();
-  const c10::optional<at::Tensor> perm =
-      perm_in.has_value() ? c10::optional<at::Tensor>(perm_in->contiguous()) : c10::nullopt;
-  const int64_t S = indptr.size(1) - 1;
-  TORCH_CHECK_VALUE(src.size(1) == S, op, ": src must hold one row per segment (", S,
+  const SegmentInputs in = prepare_segment(src_in, indptr_in, perm_in, backend, op, num_rows, "num_rows");
+  const at::Tensor& src = in.src;
+  TORCH_CHECK_VALUE(src.size(1) == in.S, op, ": src must hold one row per segment (", in.S,
                     "), got ", src.size(1));
-  check_indptr_values(indptr, perm ? perm->numel() : num_rows, op,
-                      perm ? "the length of perm" : "num_rows");
   // Rows that no segment covers stay zero; perm is required to hold distinct rows
   // (a receiver-sorted Graph's permutation), so one writer per row.
   at::Tensor out = at::zeros({src.size(0), num_rows, src.size(2)}, src.options());
-  if (out.numel() == 0 || S == 0) return out;
-  SegmentView v = make_view(src, indptr, perm ? &*perm : nullptr, S);
+  if (out.numel() == 0 || in.S == 0) return out;
+  const SegmentView v = in.view();
   BadIndex bad;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "segment_gather", [&] {
     segment_gather_kernel(src.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), num_rows, v, bad);
