@@ -180,9 +180,9 @@ def bench(ops: List[str], device: torch.device, dtype, quick: bool, backend: str
     if output:
         with open(output, "w") as f:
             json.dump(result, f, indent=2)
-    if plot_path:
-        plot(rows, plot_path)
     print(format_table(rows))
     if "copy_bandwidth_GBps" in result:
         print(f"device copy bandwidth (read + write): {result['copy_bandwidth_GBps']:.0f} GB/s")
+    if plot_path:
+        plot(rows, plot_path)
     return rows

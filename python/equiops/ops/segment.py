@@ -230,6 +230,14 @@ def _register() -> None:
 
     def scatter_sum_backward(ctx, grad):
         (index,) = ctx.saved_tensors
+        B, _, C = index.shape
+        if (B == 1 or index.stride(0) == 0) and (C == 1 or index.stride(2) == 0):
+            # One index per row (the usual expanded 1-D index): selecting whole rows is
+            # far faster than an element-wise gather through the expanded index.
+            rows = index[0, :, 0]
+            if B == 1:  # PyTorch's dim-0 index_select on 2-D is ~1.4x faster than dim 1 on 3-D
+                return grad[0].index_select(0, rows).unsqueeze(0), None, None, None
+            return grad.index_select(1, rows), None, None, None
         return grad.gather(1, index), None, None, None
 
     torch.library.register_autograd("equiops::scatter_sum", scatter_sum_backward, setup_context=setup_scatter_sum)
