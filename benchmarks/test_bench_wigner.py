@@ -9,11 +9,11 @@ depending on its own caches.)
 
 Run as a script::
 
-    PYTHONPATH=python python benchmarks/bench_wigner.py [--lmax 12] [--repeat 5] [--e3nn]
+    python benchmarks/test_bench_wigner.py [--lmax 12] [--repeat 5] [--e3nn]
 
 or with pytest-benchmark::
 
-    PYTHONPATH=python python -m pytest benchmarks/bench_wigner.py --benchmark-only
+    python -m pytest benchmarks/test_bench_wigner.py --benchmark-only
 """
 
 from __future__ import annotations
