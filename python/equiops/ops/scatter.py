@@ -187,6 +187,8 @@ def _scatter_3d(src3: Tensor, index3: Tensor, dim_size: int, reduce: str, backen
 def _count(index3: Tensor, dim_size: int, dtype: torch.dtype) -> Tensor:
     """How many rows land in each slot, ``(B or 1, dim_size, C or 1)`` in ``dtype``."""
     B, N, C = index3.shape
+    if index3.numel() == 0:
+        return torch.zeros(B, dim_size, C, dtype=dtype, device=index3.device)
     if (B == 1 or index3.stride(0) == 0) and (C == 1 or index3.stride(2) == 0):
         row = index3[0, :, 0]
         counts = torch.zeros(dim_size, dtype=dtype, device=index3.device)
