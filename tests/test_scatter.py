@@ -7,9 +7,8 @@ import pytest
 import torch
 
 import equiops
-from equiops.reference import segment as ref
 
-from conftest import FLOAT_DTYPES, assert_close, check_compiled_matches_eager
+from conftest import assert_close, check_compiled_matches_eager
 
 REDUCES = ("sum", "mean", "max", "min")
 CPU_BACKENDS = ("cpu", "torch")

@@ -4,11 +4,11 @@ Operators are registered under ``torch.ops.equiops`` (see ARCHITECTURE.md); this
 package exposes them with e3nn / torch_scatter-compatible Python APIs.
 """
 
-from . import _extension, backend, so3
+from . import _extension, backend, so3  # noqa: F401  (_extension: equiops._extension.with_cuda() etc.)
 from .irreps import Irrep, Irreps, as_irreps
 from .backend import deterministic, get_backend, is_deterministic, set_backend, set_deterministic, use_backend
 from .graph import Graph
-from .ops import segment as _segment_ops  # registers fake kernels, autograd and CUDA dispatch
+from .ops import segment as _segment_ops  # noqa: F401  registers fake kernels, autograd, CUDA dispatch
 from .ops.scatter import (
     gather_csr,
     scatter,
