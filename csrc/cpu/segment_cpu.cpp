@@ -103,8 +103,8 @@ SegmentInputs prepare_segment(const at::Tensor& src, const at::Tensor& indptr,
 }
 
 // Rows reached through perm are scattered in memory, where the hardware prefetcher
-// does not follow; fetching the row a few positions ahead hides most of the latency
-// for wide rows (measured in benchmarks/bench_scatter.py).
+// does not follow; fetching the row 8 positions ahead made Graph.aggregate 1.5-1.9x
+// faster at D = 64-128 (E = 1e6, 2 cores, one side-by-side run of distances 0-32).
 constexpr int64_t kPrefetchDistance = 8;
 
 template <typename scalar_t>

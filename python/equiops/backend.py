@@ -31,7 +31,9 @@ from . import _extension
 
 BACKENDS = ("auto", "cpu", "cuda", "triton", "torch")
 
-# Preference on CUDA tensors for "auto", per op family, from benchmarks/gpu_check.sh.
+# Preference on CUDA tensors for "auto", per op family. CUDA C++ first: in the kernel
+# authors' H100 runs it matched Triton on wide rows and beat it at C <= 16
+# (benchmarks/results/README.md). To be re-checked with benchmarks/gpu_check.sh.
 AUTO_CUDA_ORDER = {
     "segment": ("cuda", "triton"),
     "scatter": ("cuda", "triton"),
