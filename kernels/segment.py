@@ -72,6 +72,15 @@ def _program_coords(num_sblocks, num_cblocks):
 
 
 @triton.jit
+def _segment_bounds(indptr_b, offs_s, s_mask):
+    """Start and length of each of the program's segments, and the longest length."""
+    lo = tl.load(indptr_b + offs_s, mask=s_mask, other=0)
+    hi = tl.load(indptr_b + offs_s + 1, mask=s_mask, other=0)
+    length = hi - lo
+    return lo, length, tl.max(length, axis=0)
+
+
+@triton.jit
 def _segment_sum_kernel(
     src_ptr,
     indptr_ptr,
@@ -96,11 +105,7 @@ def _segment_sum_kernel(
     s_mask = offs_s < S
     c_mask = offs_c < C
 
-    ip = indptr_ptr + b * indptr_bstride + offs_s
-    lo = tl.load(ip, mask=s_mask, other=0)
-    hi = tl.load(ip + 1, mask=s_mask, other=0)
-    length = hi - lo
-    max_len = tl.max(length, axis=0)
+    lo, length, max_len = _segment_bounds(indptr_ptr + b * indptr_bstride, offs_s, s_mask)
     src_base = src_ptr + b * N * C
 
     if IS_FP64:
@@ -153,11 +158,7 @@ def _segment_minmax_kernel(
     s_mask = offs_s < S
     c_mask = offs_c < C
 
-    ip = indptr_ptr + b * indptr_bstride + offs_s
-    lo = tl.load(ip, mask=s_mask, other=0)
-    hi = tl.load(ip + 1, mask=s_mask, other=0)
-    length = hi - lo
-    max_len = tl.max(length, axis=0)
+    lo, length, max_len = _segment_bounds(indptr_ptr + b * indptr_bstride, offs_s, s_mask)
     src_base = src_ptr + b * N * C
 
     # Per-lane running best (value, row). The order "NaN first (smallest row among
@@ -251,11 +252,7 @@ def _segment_gather_kernel(
     s_mask = offs_s < S
     c_mask = offs_c < C
 
-    ip = indptr_ptr + b * indptr_bstride + offs_s
-    lo = tl.load(ip, mask=s_mask, other=0)
-    hi = tl.load(ip + 1, mask=s_mask, other=0)
-    length = hi - lo
-    max_len = tl.max(length, axis=0)
+    lo, length, max_len = _segment_bounds(indptr_ptr + b * indptr_bstride, offs_s, s_mask)
 
     in_offs = (b * S + offs_s[:, None]) * C + offs_c[None, :]
     vals = tl.load(src_ptr + in_offs, mask=s_mask[:, None] & c_mask[None, :], other=0.0)

@@ -77,14 +77,6 @@ def _bits(t):
     return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
-def _ref_minmax(src, indptr, perm, reduce):
-    B, N, C = src.shape
-    if B == 0:  # expected result spelt out (independent of how the reference loops over B)
-        S = indptr.size(1) - 1
-        return src.new_zeros(B, S, C), torch.full((B, S, C), N, dtype=torch.long, device=src.device)
-    return ref.segment_minmax(src, indptr, perm, reduce)
-
-
 def _assert_minmax_equal(got, want):
     v, a = got
     rv, ra = want
@@ -121,7 +113,7 @@ def test_segment_ops_match_reference(dtype, C, bi, with_perm):
 
     for is_max in (True, False):
         got = K.segment_minmax(src, indptr, perm, is_max)
-        _assert_minmax_equal(got, _ref_minmax(src, indptr, perm, "max" if is_max else "min"))
+        _assert_minmax_equal(got, ref.segment_minmax(src, indptr, perm, "max" if is_max else "min"))
 
     seg_src = torch.randn(B, S, C, generator=_gen(seed + 1), dtype=torch.float64).to(dtype).to(DEV)
     out = K.segment_gather(seg_src, indptr, perm, N)
@@ -139,7 +131,7 @@ def test_long_segments_and_column_blocks(with_perm):
     torch.testing.assert_close(K.segment_sum(src, indptr, perm), ref.segment_sum(src, indptr, perm), **_sum_tols(src.dtype, 37))
     for is_max in (True, False):
         _assert_minmax_equal(
-            K.segment_minmax(src, indptr, perm, is_max), _ref_minmax(src, indptr, perm, "max" if is_max else "min")
+            K.segment_minmax(src, indptr, perm, is_max), ref.segment_minmax(src, indptr, perm, "max" if is_max else "min")
         )
     seg_src = torch.randn(B, S, C, generator=g).to(DEV)
     assert torch.equal(K.segment_gather(seg_src, indptr, perm, N), ref.segment_gather(seg_src, indptr, perm, N))
@@ -151,7 +143,7 @@ def test_many_short_segments(with_perm):
     B, N, S, C = 1, 300, 150, 1
     src, indptr, perm = _case(B, N, S, C, 1, with_perm, torch.float64, 41)
     torch.testing.assert_close(K.segment_sum(src, indptr, perm), ref.segment_sum(src, indptr, perm), rtol=1e-12, atol=1e-12)
-    _assert_minmax_equal(K.segment_minmax(src, indptr, perm, False), _ref_minmax(src, indptr, perm, "min"))
+    _assert_minmax_equal(K.segment_minmax(src, indptr, perm, False), ref.segment_minmax(src, indptr, perm, "min"))
     seg_src = torch.randn(B, S, C, dtype=torch.float64, generator=_gen(42)).to(DEV)
     assert torch.equal(K.segment_gather(seg_src, indptr, perm, N), ref.segment_gather(seg_src, indptr, perm, N))
 
@@ -161,7 +153,7 @@ def test_perm_shorter_than_rows():
     B, N, S, C, P = 2, 16, 4, 3, 9
     src, indptr, perm = _case(B, N, S, C, B, True, torch.float64, 11, P=P)
     torch.testing.assert_close(K.segment_sum(src, indptr, perm), ref.segment_sum(src, indptr, perm), rtol=1e-12, atol=1e-12)
-    _assert_minmax_equal(K.segment_minmax(src, indptr, perm, True), _ref_minmax(src, indptr, perm, "max"))
+    _assert_minmax_equal(K.segment_minmax(src, indptr, perm, True), ref.segment_minmax(src, indptr, perm, "max"))
     seg_src = torch.randn(B, S, C, dtype=torch.float64, generator=_gen(12)).to(DEV)
     assert torch.equal(K.segment_gather(seg_src, indptr, perm, N), ref.segment_gather(seg_src, indptr, perm, N))
 
@@ -184,7 +176,7 @@ def test_minmax_nan_ties_inf_signed_zero(dtype, with_perm):
     indptr = torch.stack([_random_indptr(N, S, g) for _ in range(B)]).to(DEV)
     for is_max in (True, False):
         got = K.segment_minmax(src, indptr, perm, is_max)
-        want = _ref_minmax(src, indptr, perm, "max" if is_max else "min")
+        want = ref.segment_minmax(src, indptr, perm, "max" if is_max else "min")
         _assert_minmax_equal(got, want)
         empty = (indptr[:, 1:] == indptr[:, :-1])[..., None].expand(B, S, C)
         assert bool((got[1][empty] == N).all()) and bool((got[0][empty] == 0).all())
@@ -198,7 +190,7 @@ def test_minmax_int64_row_ids(monkeypatch, with_perm):
     src[0, 3, 1] = float("nan")
     for is_max in (True, False):
         _assert_minmax_equal(
-            K.segment_minmax(src, indptr, perm, is_max), _ref_minmax(src, indptr, perm, "max" if is_max else "min")
+            K.segment_minmax(src, indptr, perm, is_max), ref.segment_minmax(src, indptr, perm, "max" if is_max else "min")
         )
 
 
@@ -258,7 +250,7 @@ def test_half_types_smoke(dtype):
     torch.testing.assert_close(out, want, rtol=1e-2, atol=1e-2)
     for is_max in (True, False):
         _assert_minmax_equal(
-            K.segment_minmax(src, indptr, perm, is_max), _ref_minmax(src, indptr, perm, "max" if is_max else "min")
+            K.segment_minmax(src, indptr, perm, is_max), ref.segment_minmax(src, indptr, perm, "max" if is_max else "min")
         )
     seg_src = torch.randn(B, S, C, generator=_gen(22)).to(dtype).to(DEV)
     assert torch.equal(K.segment_gather(seg_src, indptr, perm, N), ref.segment_gather(seg_src, indptr, perm, N))
@@ -281,7 +273,7 @@ def test_empty(B, N, S, C, with_perm):
         indptr[0, -1] = ends
     perm = torch.zeros(0, dtype=torch.long, device=DEV) if with_perm else None
     torch.testing.assert_close(K.segment_sum(src, indptr, perm), ref.segment_sum(src, indptr, perm))
-    _assert_minmax_equal(K.segment_minmax(src, indptr, perm, True), _ref_minmax(src, indptr, perm, "max"))
+    _assert_minmax_equal(K.segment_minmax(src, indptr, perm, True), ref.segment_minmax(src, indptr, perm, "max"))
     seg_src = torch.randn(B, S, C, device=DEV)
     assert torch.equal(K.segment_gather(seg_src, indptr, perm, N), ref.segment_gather(seg_src, indptr, perm, N))
     assert K.segment_gather(seg_src, indptr, perm, 0).shape == (B, 0, C)

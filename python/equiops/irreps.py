@@ -62,7 +62,24 @@ def _is_mulir_like(x) -> bool:
     return isinstance(x, _MulIr) or (not isinstance(x, (str, bytes)) and hasattr(x, "mul") and hasattr(x, "ir"))
 
 
-class Irrep(tuple):
+class _ParsesStrings:
+    """Equality that parses a string operand first (``Irrep("1o") == "1o"``); an
+    unparsable string is simply unequal. Mixed into the tuple subclasses below."""
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = type(self)(other)
+            except ValueError:
+                return False
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+
+class Irrep(_ParsesStrings, tuple):
     r"""Irreducible representation of O(3): degree ``l`` and parity ``p``.
 
     ``Irrep(1, -1)``, ``Irrep("1o")``, ``Irrep("2y")`` (= ``2e``), ``Irrep((1, -1))``,
@@ -127,18 +144,6 @@ class Irrep(tuple):
         return f"{self[0]}{'e' if self[1] == 1 else 'o'}"
 
     __str__ = __repr__
-
-    def __eq__(self, other):
-        if isinstance(other, str):
-            try:
-                other = Irrep(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
 
     def __hash__(self):
         # Same value as hash((l, p)) (and e3nn's); written in Python so that torch.compile
@@ -326,7 +331,7 @@ class _SliceByMul:
         return Irreps(out)
 
 
-class Irreps(tuple):
+class Irreps(_ParsesStrings, tuple):
     r"""Direct sum of irreps: a tuple of ``_MulIr(mul, ir)``.
 
     Accepts a string ``"16x0e + 8x1o + 1e"`` (no ``x`` means multiplicity 1; ``0x`` terms are
@@ -363,18 +368,6 @@ class Irreps(tuple):
         return "+".join(repr(mul_ir) for mul_ir in self)
 
     __str__ = __repr__
-
-    def __eq__(self, other):
-        if isinstance(other, str):
-            try:
-                other = Irreps(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
 
     def __hash__(self):
         # Equal to the hash of the nested plain tuples (and of e3nn's Irreps); Python-level

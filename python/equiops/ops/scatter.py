@@ -189,8 +189,8 @@ def _count(index3: Tensor, dim_size: int, dtype: torch.dtype) -> Tensor:
     B, N, C = index3.shape
     if index3.numel() == 0:
         return torch.zeros(B, dim_size, C, dtype=dtype, device=index3.device)
-    if (B == 1 or index3.stride(0) == 0) and (C == 1 or index3.stride(2) == 0):
-        row = index3[0, :, 0]
+    row = _ops.row_index(index3)
+    if row is not None:
         counts = torch.zeros(dim_size, dtype=dtype, device=index3.device)
         return counts.index_add_(0, row, torch.ones_like(row, dtype=dtype))[None, :, None]
     ones = torch.ones(index3.shape, dtype=dtype, device=index3.device)
@@ -408,10 +408,8 @@ def gather_csr(src: Tensor, indptr: Tensor, out: Optional[Tensor] = None, *, bac
     the host). Rows that no segment covers are 0.
     """
     fn = "equiops.gather_csr"
-    _check_src(src, fn)
-    indptr = _check_index_tensor(indptr, src, fn, "indptr")
-    dim = indptr.dim() - 1
-    if dim >= src.dim() or src.size(dim) != indptr.size(-1) - 1:
+    src3, indptr2, dim = _prepare_segment(src, indptr, fn)
+    if src.size(dim) != indptr.size(-1) - 1:
         raise ValueError(
             f"{fn}: src must have indptr.size(-1) - 1 = {indptr.size(-1) - 1} entries along dim "
             f"{dim}, got shape {tuple(src.shape)}"
@@ -423,7 +421,6 @@ def gather_csr(src: Tensor, indptr: Tensor, out: Optional[Tensor] = None, *, bac
     out_shape = list(src.shape)
     out_shape[dim] = num_rows
     _check_out(out, src, out_shape, fn)
-    src3, indptr2, _ = _prepare_segment(src, indptr, fn)
     name = _backend.resolve(backend, src.device, "segment")
     if name == "torch":
         result = _ref.segment_gather(src3, indptr2, None, num_rows)

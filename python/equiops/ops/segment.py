@@ -26,7 +26,7 @@ from torch import Tensor
 from .. import _extension
 from .. import backend as _backend
 
-__all__ = ["segment_sum", "segment_minmax", "segment_gather", "scatter_sum", "scatter_minmax"]
+__all__ = ["segment_sum", "segment_minmax", "segment_gather", "scatter_sum", "scatter_minmax", "row_index", "sorted_index"]
 
 
 def _ops():
@@ -88,6 +88,17 @@ def _run_segment_gather(src, indptr, perm, num_rows, backend):
     return _extension.extension().segment_gather_cuda(src, indptr, perm, num_rows)
 
 
+def row_index(index: Tensor) -> Optional[Tensor]:
+    """The ``(N,)`` index when ``index (B, N, C)`` names one slot per row, the same for
+    every batch and column (an expanded 1-D index, the usual case); else None."""
+    B, N, C = index.shape
+    if B == 0 or C == 0:
+        return None
+    if (B == 1 or index.stride(0) == 0) and (C == 1 or index.stride(2) == 0):
+        return index[0, :, 0]
+    return None
+
+
 def sorted_index(index: Tensor, dim_size: int):
     """CSR view of a scatter index ``(B, N, C)``, for deterministic reductions.
 
@@ -98,8 +109,8 @@ def sorted_index(index: Tensor, dim_size: int):
     """
     B, N, C = index.shape
     device = index.device
-    if (B == 1 or index.stride(0) == 0) and (C == 1 or index.stride(2) == 0):
-        keys = index[0, :, 0]
+    keys = row_index(index)
+    if keys is not None:
         segments = dim_size
         flat = False
     else:
@@ -128,13 +139,13 @@ def _scatter_via_segments(src, index, dim_size, reduce, backend):
     return values, arg
 
 
-def _check_cuda_index(index: Tensor, dim_size: int, op: str):
+def _check_cuda_index(index: Tensor, op: str):
     if index.dtype != torch.long:
         raise TypeError(f"{op}: index must be int64, got {index.dtype}")
 
 
 def _run_scatter_sum(src, index, dim_size, backend):
-    _check_cuda_index(index, dim_size, "equiops.scatter_sum")
+    _check_cuda_index(index, "equiops.scatter_sum")
     src = src.contiguous()
     if src.numel() == 0 or dim_size == 0:
         return src.new_zeros(src.shape[0], dim_size, src.shape[2])
@@ -146,7 +157,7 @@ def _run_scatter_sum(src, index, dim_size, backend):
 
 
 def _run_scatter_minmax(src, index, dim_size, reduce, backend):
-    _check_cuda_index(index, dim_size, "equiops.scatter_minmax")
+    _check_cuda_index(index, "equiops.scatter_minmax")
     if reduce not in ("max", "min"):
         raise ValueError(f"equiops.scatter_minmax: reduce must be 'max' or 'min', got {reduce!r}")
     src = src.contiguous()
@@ -230,15 +241,15 @@ def _register() -> None:
 
     def scatter_sum_backward(ctx, grad):
         (index,) = ctx.saved_tensors
-        B, _, C = index.shape
-        if (B == 1 or index.stride(0) == 0) and (C == 1 or index.stride(2) == 0):
-            # One index per row (the usual expanded 1-D index): selecting whole rows is
-            # far faster than an element-wise gather through the expanded index.
-            rows = index[0, :, 0]
-            if B == 1:  # PyTorch's dim-0 index_select on 2-D is ~1.4x faster than dim 1 on 3-D
-                return grad[0].index_select(0, rows).unsqueeze(0), None, None, None
-            return grad.index_select(1, rows), None, None, None
-        return grad.gather(1, index), None, None, None
+        rows = row_index(index)
+        if rows is None:
+            return grad.gather(1, index), None, None, None
+        # One index per row: selecting whole rows is far faster than an element-wise
+        # gather through the expanded index. With B == 1, PyTorch's dim-0 index_select on
+        # 2-D beats dim 1 on 3-D (141 vs 202 ms at E = 1e6, D = 64, 2 cores, measured ad hoc).
+        if grad.shape[0] == 1:
+            return grad[0].index_select(0, rows).unsqueeze(0), None, None, None
+        return grad.index_select(1, rows), None, None, None
 
     torch.library.register_autograd("equiops::scatter_sum", scatter_sum_backward, setup_context=setup_scatter_sum)
 
