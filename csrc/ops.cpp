@@ -22,4 +22,27 @@ TORCH_LIBRARY(equiops, m) {
   m.def(
       "scatter_minmax(Tensor src, Tensor index, SymInt dim_size, str reduce, str backend)"
       " -> (Tensor, Tensor)");
+
+  // Spherical harmonics in e3nn's convention. x (N, 3) float32/float64; coupling
+  // (nnz, 4) float64 on the CPU: the recurrence table built by
+  // python/equiops/ops/spherical_harmonics.py; ls: the output's degrees in order, giving
+  // K = sum(2l+1) columns; normalization: "integral" | "component" | "norm".
+  // Semantics: python/equiops/reference/spherical_harmonics.py.
+  m.def(
+      "spherical_harmonics(Tensor x, Tensor coupling, int[] ls, bool normalize,"
+      " str normalization, str backend) -> Tensor");
+  // grad (N, K) -> grad_x (N, 3): the vector-Jacobian product.
+  m.def(
+      "spherical_harmonics_backward(Tensor grad, Tensor x, Tensor coupling, int[] ls,"
+      " bool normalize, str normalization, str backend) -> Tensor");
+  // The derivatives of spherical_harmonics_backward against an incoming grad_grad_x
+  // (N, 3): (d/d grad (N, K), d/dx (N, 3)).
+  m.def(
+      "spherical_harmonics_double_backward(Tensor grad_grad_x, Tensor grad, Tensor x,"
+      " Tensor coupling, int[] ls, bool normalize, str normalization, str backend)"
+      " -> (Tensor, Tensor)");
+  // Values (N, K) and the Jacobian (N, 3, K): jac[n, a, c] = d values[n, c] / d x[n, a].
+  m.def(
+      "spherical_harmonics_jacobian(Tensor x, Tensor coupling, int[] ls, bool normalize,"
+      " str normalization, str backend) -> (Tensor, Tensor)");
 }

@@ -8,7 +8,14 @@ from . import _extension, backend, so3  # noqa: F401  (_extension: equiops._exte
 from .irreps import Irrep, Irreps, as_irreps
 from .backend import deterministic, get_backend, is_deterministic, set_backend, set_deterministic, use_backend
 from .graph import Graph
+from .harmonics import (
+    SphericalHarmonics,
+    patch_e3nn,
+    spherical_harmonics,
+    spherical_harmonics_with_gradients,
+)
 from .ops import segment as _segment_ops  # noqa: F401  registers fake kernels, autograd, CUDA dispatch
+from .ops import spherical_harmonics as _sh_ops  # noqa: F401  (same, for the harmonics)
 from .ops.scatter import (
     gather_csr,
     scatter,
@@ -31,6 +38,7 @@ __all__ = [
     "Graph",
     "Irrep",
     "Irreps",
+    "SphericalHarmonics",
     "as_irreps",
     "so3",
     "backend",
@@ -38,6 +46,7 @@ __all__ = [
     "gather_csr",
     "get_backend",
     "is_deterministic",
+    "patch_e3nn",
     "scatter",
     "scatter_add",
     "scatter_max",
@@ -52,5 +61,7 @@ __all__ = [
     "segment_sum_csr",
     "set_backend",
     "set_deterministic",
+    "spherical_harmonics",
+    "spherical_harmonics_with_gradients",
     "use_backend",
 ]

@@ -37,6 +37,8 @@ BACKENDS = ("auto", "cpu", "cuda", "triton", "torch")
 AUTO_CUDA_ORDER = {
     "segment": ("cuda", "triton"),
     "scatter": ("cuda", "triton"),
+    # Spherical harmonics have only a Triton kernel on CUDA (no CUDA C++ one yet).
+    "spherical_harmonics": ("triton",),
 }
 
 _state = threading.local()

@@ -11,10 +11,11 @@ from typing import Dict, List, Optional
 
 import torch
 
+from . import harmonics as harmonics_bench
 from . import scatter as scatter_bench
 from .timing import copy_bandwidth, time_interleaved
 
-FAMILIES = ("scatter",)  # grows as op families land (sh, tp, conv, egnn, tfn, lieconv)
+FAMILIES = ("scatter", "sh")  # grows as op families land (tp, conv, egnn, tfn, lieconv)
 
 # Float32 sums of ~16 N(0, 1) terms in another order differ from float64 by ~1e-6.
 _CHECK_TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
@@ -66,6 +67,14 @@ def _progress(i: int, n: int, what: str) -> None:
 def _check(out: torch.Tensor, expected: torch.Tensor, dtype) -> bool:
     rtol, atol = _CHECK_TOL.get(dtype, (1e-2, 1e-2))
     return bool(torch.allclose(out.double(), expected.double(), rtol=rtol, atol=atol))
+
+
+def _check_relative(out: torch.Tensor, expected: torch.Tensor, dtype) -> bool:
+    """Max error relative to the largest expected magnitude: harmonics gradients scale as
+    1/|x| per row and carry float32 cancellation (the radial projection) at that scale."""
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}.get(dtype, 1e-2)
+    err = (out.double() - expected.double()).abs().max()
+    return bool(err <= tol * expected.double().abs().max().clamp_min(1e-300))
 
 
 def run_scatter(device: torch.device, dtype, quick: bool, backend: str) -> List[Dict[str, object]]:
@@ -127,7 +136,57 @@ def run_scatter(device: torch.device, dtype, quick: bool, backend: str) -> List[
     return rows
 
 
-RUNNERS = {"scatter": run_scatter}
+def _row(op, problem, name, kind, reference, pass_, times, moved):
+    t = times.get(name)
+    row = {
+        "op": op,
+        "problem": problem,
+        "variant": name,
+        "kind": kind,
+        "pass": pass_,
+        "median_ms": t["median_s"] * 1e3 if t else None,
+        "min_ms": t["min_s"] * 1e3 if t else None,
+        "max_ms": t["max_s"] * 1e3 if t else None,
+        "baseline": reference,
+        "baseline_ms": times[reference]["median_s"] * 1e3 if reference in times else None,
+        "gb_per_s": moved / t["median_s"] / 1e9 if (t and moved) else None,
+    }
+    row["speedup"] = (row["baseline_ms"] / row["median_ms"]) if (row["median_ms"] and row["baseline_ms"]) else None
+    return row
+
+
+def run_harmonics(device: torch.device, dtype, quick: bool, backend: str) -> List[Dict[str, object]]:
+    """Spherical harmonics, all degrees 0..l_max: ours against sphericart and e3nn
+    (each of our rows once per baseline), forward and forward+backward."""
+    rows: List[Dict[str, object]] = []
+    problems = harmonics_bench.problems(quick)
+    for i, problem in enumerate(problems):
+        _progress(i, len(problems), f"sh {problem.label}")
+        inputs = harmonics_bench.make_inputs(problem, device, dtype)
+        cands = harmonics_bench.candidates(problem, inputs, backend)
+        expected = harmonics_bench.expected(problem, inputs)
+        # Gradients are checked against ours in float64 (ours is tested against e3nn's
+        # autograd to 1e-10 in tests/test_spherical_harmonics.py).
+        ref_inputs = {k: v.detach().double().cpu() for k, v in inputs.items()}
+        expected_grad = harmonics_bench.candidates(problem, ref_inputs, "auto")["backward"]["equiops fwd+bwd"]()
+        checks = {name: _check_relative(fn().cpu(), expected, dtype) for name, fn in cands["forward"].items()}
+        checks.update({name: _check_relative(fn().cpu(), expected_grad, dtype) for name, fn in cands["backward"].items()})
+        timed = {name: fn for group in cands.values() for name, fn in group.items() if checks[name]}
+        big = problem.num_vectors * problem.width > 20_000_000
+        times = time_interleaved(timed, device, repeats=3 if big else (5 if quick else 7), warmup=1)
+        moved = harmonics_bench.bytes_moved(problem, dtype)
+        for group, ours in (("forward", "equiops"), ("backward", "equiops fwd+bwd")):
+            baselines = [n for n in cands[group] if n != ours]
+            for ref in baselines or [None]:
+                rows.append(_row("sh", problem.label, ours, "ours", ref, checks[ours], times, moved if group == "forward" else None))
+            for name in baselines:
+                rows.append(_row("sh", problem.label, name, "baseline", None, checks[name], times,
+                                 moved if group == "forward" else None))
+    _progress(len(problems), len(problems), "done")
+    return rows
+
+
+RUNNERS = {"scatter": run_scatter, "sh": run_harmonics}
 
 
 def format_table(rows: List[Dict[str, object]]) -> str:

@@ -1,0 +1,139 @@
+"""Spherical-harmonics benchmark problems and baselines (issue: N in {1e5, 1e6}
+vectors, l_max in {2, 3, 6, 10}, forward and forward+backward, against sphericart,
+e3nn and, on a GPU, cuEquivariance).
+
+Every candidate computes all degrees ``0..l_max`` of unit-normalized vectors in the
+"integral" normalization and is checked against e3nn's float64 values (or, beyond
+e3nn's reach, equiops' float64 reference) before it is timed. sphericart uses the
+z-polar basis: it gets the vectors with e3nn's axis permutation ``(z, x, y)`` applied
+beforehand (not timed), which makes its output equal to e3nn's component for component.
+Forward+backward backpropagates a fixed random cotangent to the vectors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+import equiops
+
+LMAX = (2, 3, 6, 10)
+E3NN_LMAX = 12
+
+
+@dataclass(frozen=True)
+class Problem:
+    num_vectors: int
+    lmax: int
+
+    @property
+    def width(self) -> int:
+        return (self.lmax + 1) ** 2
+
+    @property
+    def label(self) -> str:
+        return f"N={self.num_vectors:.0e} lmax={self.lmax}".replace("e+0", "e")
+
+
+def problems(quick: bool = False) -> List[Problem]:
+    sizes = (100_000,) if quick else (100_000, 1_000_000)
+    return [Problem(n, l) for n in sizes for l in LMAX]
+
+
+def _module(name: str):
+    if importlib.util.find_spec(name.split(".")[0]) is None:
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:  # an install built against another torch fails at import
+        return None
+
+
+def make_inputs(problem: Problem, device, dtype, seed: int = 0) -> Dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(problem.num_vectors, 3, generator=g, dtype=torch.float64)
+    cot = torch.randn(problem.num_vectors, problem.width, generator=g, dtype=torch.float64)
+    return {
+        "x": x.to(device=device, dtype=dtype),
+        "x_zxy": x[:, [2, 0, 1]].contiguous().to(device=device, dtype=dtype),
+        "cot": cot.to(device=device, dtype=dtype),
+    }
+
+
+def expected(problem: Problem, inputs) -> torch.Tensor:
+    """Float64 values on the CPU, from e3nn when it reaches l_max."""
+    x = inputs["x"].detach().double().cpu()
+    ls = list(range(problem.lmax + 1))
+    e3nn = _module("e3nn.o3")
+    if e3nn is not None and problem.lmax <= E3NN_LMAX:
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # e3nn builds its constants in the default dtype
+        try:
+            return e3nn.spherical_harmonics(ls, x, True, "integral")
+        finally:
+            torch.set_default_dtype(old)
+    return equiops.spherical_harmonics(ls, x, True, "integral", backend="torch")
+
+
+def bytes_moved(problem: Problem, dtype) -> int:
+    """The forward reads the vectors once and writes every component once."""
+    item = torch.empty((), dtype=dtype).element_size()
+    return problem.num_vectors * (3 + problem.width) * item
+
+
+def _sphericart(problem: Problem):
+    st = _module("sphericart.torch")
+    return None if st is None else st.SphericalHarmonics(problem.lmax)
+
+
+def _cuequivariance(problem: Problem, device):
+    if torch.device(device).type != "cuda":
+        return None
+    cuet = _module("cuequivariance_torch")
+    if cuet is None or not hasattr(cuet, "spherical_harmonics"):
+        return None
+    ls = list(range(problem.lmax + 1))
+    return lambda x: cuet.spherical_harmonics(ls, x, normalize=True)
+
+
+def candidates(problem: Problem, inputs, backend: str) -> Dict[str, Dict[str, Callable[[], torch.Tensor]]]:
+    """{"forward": {name: fn}, "backward": {name: fn}}; forward fns return the values
+    (to check), backward fns the gradient of <values, cot> (checked against ours)."""
+    ls = list(range(problem.lmax + 1))
+    x, xz, cot = inputs["x"], inputs["x_zxy"], inputs["cot"]
+    fwd: Dict[str, Callable[[], torch.Tensor]] = {
+        "equiops": lambda: equiops.spherical_harmonics(ls, x, True, "integral", backend=backend),
+    }
+    sph = _sphericart(problem)
+    if sph is not None:
+        fwd["sphericart"] = lambda: sph(xz)
+    e3nn = _module("e3nn.o3")
+    if e3nn is not None and problem.lmax <= E3NN_LMAX:
+        fwd["e3nn"] = lambda: e3nn.spherical_harmonics(ls, x, True, "integral")
+    cue = _cuequivariance(problem, x.device)
+    if cue is not None:
+        fwd["cuequivariance"] = lambda: cue(x)
+
+    def with_backward(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, unpermute: Optional[list]):
+        leaf = points.detach().requires_grad_()
+
+        def run():
+            (g,) = torch.autograd.grad(fn(leaf), leaf, cot)
+            return g[:, unpermute] if unpermute else g
+
+        return run
+
+    bwd: Dict[str, Callable[[], torch.Tensor]] = {
+        "equiops fwd+bwd": with_backward(lambda p: equiops.spherical_harmonics(ls, p, True, "integral", backend=backend), x, None),
+    }
+    if sph is not None:
+        bwd["sphericart fwd+bwd"] = with_backward(sph, xz, [1, 2, 0])
+    if e3nn is not None and problem.lmax <= E3NN_LMAX:
+        bwd["e3nn fwd+bwd"] = with_backward(lambda p: e3nn.spherical_harmonics(ls, p, True, "integral"), x, None)
+    if cue is not None:
+        bwd["cuequivariance fwd+bwd"] = with_backward(cue, x, None)
+    return {"forward": fwd, "backward": bwd}
