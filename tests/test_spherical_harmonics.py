@@ -867,3 +867,25 @@ def test_process_default_backend():
         ref = equiops.spherical_harmonics([0, 3, 5], x)
     assert torch.equal(ref, sh_ref.spherical_harmonics([0, 3, 5], x, True))
     assert_close(ref, cpu)
+
+
+def test_generated_cpu_code_is_current():
+    """csrc/cpu/sh_generated.h is what scripts/gen_sh_kernels.py makes from the table."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, os.path.join(root, "scripts", "gen_sh_kernels.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+
+def test_triton_degree_limit_is_explicit():
+    """Beyond TRITON_MAX_DEGREE the CUDA implementation refuses with a clear error
+    instead of compiling for minutes (checked before any kernel is built)."""
+    limit = sh_ops.TRITON_MAX_DEGREE
+    sh_ops.check_triton_degrees(list(range(limit + 1)))
+    with pytest.raises(ValueError, match=r"Triton kernels take degrees 0\.\.%d, got \[0, %d\]" % (limit, limit + 1)):
+        sh_ops.check_triton_degrees([0, limit + 1])

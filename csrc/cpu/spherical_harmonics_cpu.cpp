@@ -132,23 +132,27 @@ void check_rows(const at::Tensor& t, const at::Tensor& x, int64_t cols, const ch
                     " must have shape (", x.size(0), ", ", cols, "), got ", t.sizes());
 }
 
-template <typename T>
-sh::KernelSet<T> kernels();
-template <>
-sh::KernelSet<float> kernels<float>() {
+bool cpu_has_avx2() {
 #ifdef EQUIOPS_SH_HAVE_AVX2
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) return sh::avx2::kernels_f32();
+  return avx2;
+#else
+  return false;
 #endif
-  return sh::generic::kernels_f32();
 }
-template <>
-sh::KernelSet<double> kernels<double>() {
+
+// The AVX2 kernels where the CPU has AVX2 and FMA, else the baseline build's.
+template <typename T>
+sh::KernelSet<T> kernels() {
+  constexpr bool f32 = sizeof(T) == 4;
 #ifdef EQUIOPS_SH_HAVE_AVX2
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) return sh::avx2::kernels_f64();
+  if (cpu_has_avx2()) {
+    if constexpr (f32) return sh::avx2::kernels_f32();
+    else return sh::avx2::kernels_f64();
+  }
 #endif
-  return sh::generic::kernels_f64();
+  if constexpr (f32) return sh::generic::kernels_f32();
+  else return sh::generic::kernels_f64();
 }
 
 // Runs body(r0, r1, scratch) over row ranges in parallel (whole 32-byte chunks of rows

@@ -7,7 +7,9 @@ Every candidate computes all degrees ``0..l_max`` of unit-normalized vectors in 
 e3nn's reach, equiops' float64 reference) before it is timed. sphericart uses the
 z-polar basis: it gets the vectors with e3nn's axis permutation ``(z, x, y)`` applied
 beforehand (not timed), which makes its output equal to e3nn's component for component.
-Forward+backward backpropagates a fixed random cotangent to the vectors.
+Forward+backward backpropagates a fixed random cotangent to the vectors; "force"
+is the force-training pattern (double backward): ``E = <Y(x), w>``, ``F = dE/dx`` with
+``create_graph``, then the gradient of ``|F|^2`` with respect to ``x``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,15 @@ class Problem:
         return f"N={self.num_vectors:.0e} lmax={self.lmax}".replace("e+0", "e")
 
 
-def problems(quick: bool = False) -> List[Problem]:
+# On a GPU, degrees stay within the Triton kernels' range (TRITON_MAX_DEGREE = 8) and
+# below it: the unrolled double backward at l_max = 8 compiles for about half a minute.
+GPU_LMAX = (2, 3, 6)
+
+
+def problems(quick: bool = False, device="cpu") -> List[Problem]:
     sizes = (100_000,) if quick else (100_000, 1_000_000)
-    return [Problem(n, l) for n in sizes for l in LMAX]
+    lmaxes = GPU_LMAX if torch.device(device).type == "cuda" else LMAX
+    return [Problem(n, l) for n in sizes for l in lmaxes]
 
 
 def _module(name: str):
@@ -101,39 +109,52 @@ def _cuequivariance(problem: Problem, device):
 
 
 def candidates(problem: Problem, inputs, backend: str) -> Dict[str, Dict[str, Callable[[], torch.Tensor]]]:
-    """{"forward": {name: fn}, "backward": {name: fn}}; forward fns return the values
-    (to check), backward fns the gradient of <values, cot> (checked against ours)."""
+    """{"forward": {name: fn}, "backward": {...}, "force": {...}}: forward fns return the
+    values (to check), backward fns the gradient of <values, cot>, force fns the
+    force-training gradient (both checked against ours in float64)."""
     ls = list(range(problem.lmax + 1))
     x, xz, cot = inputs["x"], inputs["x_zxy"], inputs["cot"]
-    fwd: Dict[str, Callable[[], torch.Tensor]] = {
-        "equiops": lambda: equiops.spherical_harmonics(ls, x, True, "integral", backend=backend),
-    }
     sph = _sphericart(problem)
+    e3nn = _module("e3nn.o3")
+    if e3nn is not None and problem.lmax > E3NN_LMAX:
+        e3nn = None
+    cue = _cuequivariance(problem, x.device)
+
+    def ours(p):
+        return equiops.spherical_harmonics(ls, p, True, "integral", backend=backend)
+
+    def theirs(p):
+        return e3nn.spherical_harmonics(ls, p, True, "integral")
+
+    fwd: Dict[str, Callable[[], torch.Tensor]] = {"equiops": lambda: ours(x)}
     if sph is not None:
         fwd["sphericart"] = lambda: sph(xz)
-    e3nn = _module("e3nn.o3")
-    if e3nn is not None and problem.lmax <= E3NN_LMAX:
-        fwd["e3nn"] = lambda: e3nn.spherical_harmonics(ls, x, True, "integral")
-    cue = _cuequivariance(problem, x.device)
+    if e3nn is not None:
+        fwd["e3nn"] = lambda: theirs(x)
     if cue is not None:
         fwd["cuequivariance"] = lambda: cue(x)
 
-    def with_backward(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, unpermute: Optional[list]):
+    def gradient(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, unpermute: Optional[list], force: bool):
+        """The gradient of <fn(p), cot> at the points, or with ``force`` the gradient of
+        |F|^2 where F is that gradient (taken with create_graph: the double backward)."""
         leaf = points.detach().requires_grad_()
 
         def run():
-            (g,) = torch.autograd.grad(fn(leaf), leaf, cot)
+            (g,) = torch.autograd.grad(fn(leaf), leaf, cot, create_graph=force)
+            if force:
+                (g,) = torch.autograd.grad((g * g).sum(), leaf)
             return g[:, unpermute] if unpermute else g
 
         return run
 
-    bwd: Dict[str, Callable[[], torch.Tensor]] = {
-        "equiops fwd+bwd": with_backward(lambda p: equiops.spherical_harmonics(ls, p, True, "integral", backend=backend), x, None),
-    }
-    if sph is not None:
-        bwd["sphericart fwd+bwd"] = with_backward(sph, xz, [1, 2, 0])
-    if e3nn is not None and problem.lmax <= E3NN_LMAX:
-        bwd["e3nn fwd+bwd"] = with_backward(lambda p: e3nn.spherical_harmonics(ls, p, True, "integral"), x, None)
-    if cue is not None:
-        bwd["cuequivariance fwd+bwd"] = with_backward(cue, x, None)
-    return {"forward": fwd, "backward": bwd}
+    groups: Dict[str, Dict[str, Callable[[], torch.Tensor]]] = {"forward": fwd}
+    for group, suffix, force in (("backward", "fwd+bwd", False), ("force", "force", True)):
+        fns = {f"equiops {suffix}": gradient(ours, x, None, force)}
+        if sph is not None:
+            fns[f"sphericart {suffix}"] = gradient(sph, xz, [1, 2, 0], force)
+        if e3nn is not None:
+            fns[f"e3nn {suffix}"] = gradient(theirs, x, None, force)
+        if cue is not None:
+            fns[f"cuequivariance {suffix}"] = gradient(cue, x, None, force)
+        groups[group] = fns
+    return groups

@@ -77,6 +77,25 @@ def _check_relative(out: torch.Tensor, expected: torch.Tensor, dtype) -> bool:
     return bool(err <= tol * expected.double().abs().max().clamp_min(1e-300))
 
 
+def _row(op, problem, name, kind, reference, pass_, times, moved):
+    t = times.get(name)
+    row = {
+        "op": op,
+        "problem": problem,
+        "variant": name,
+        "kind": kind,
+        "pass": pass_,
+        "median_ms": t["median_s"] * 1e3 if t else None,
+        "min_ms": t["min_s"] * 1e3 if t else None,
+        "max_ms": t["max_s"] * 1e3 if t else None,
+        "baseline": reference,
+        "baseline_ms": times[reference]["median_s"] * 1e3 if reference in times else None,
+        "gb_per_s": moved / t["median_s"] / 1e9 if (t and moved) else None,
+    }
+    row["speedup"] = (row["baseline_ms"] / row["median_ms"]) if (row["median_ms"] and row["baseline_ms"]) else None
+    return row
+
+
 def run_scatter(device: torch.device, dtype, quick: bool, backend: str) -> List[Dict[str, object]]:
     rows: List[Dict[str, object]] = []
     problems = scatter_bench.problems(quick)
@@ -106,22 +125,7 @@ def run_scatter(device: torch.device, dtype, quick: bool, backend: str) -> List[
         times = time_interleaved(timed, device, repeats=repeats)
 
         def add(name, kind, reference, pass_, moved):
-            t = times.get(name)
-            row = {
-                "op": "scatter",
-                "problem": problem.label,
-                "variant": name,
-                "kind": kind,
-                "pass": pass_,
-                "median_ms": t["median_s"] * 1e3 if t else None,
-                "min_ms": t["min_s"] * 1e3 if t else None,
-                "max_ms": t["max_s"] * 1e3 if t else None,
-                "baseline": reference,
-                "baseline_ms": times[reference]["median_s"] * 1e3 if reference in times else None,
-                "gb_per_s": moved / t["median_s"] / 1e9 if (t and moved) else None,
-            }
-            row["speedup"] = (row["baseline_ms"] / row["median_ms"]) if (row["median_ms"] and row["baseline_ms"]) else None
-            rows.append(row)
+            rows.append(_row("scatter", problem.label, name, kind, reference, pass_, times, moved))
 
         for name in forward["ours"]:
             add(name, "ours", "index_add_", checks[name], nbytes)
@@ -136,30 +140,11 @@ def run_scatter(device: torch.device, dtype, quick: bool, backend: str) -> List[
     return rows
 
 
-def _row(op, problem, name, kind, reference, pass_, times, moved):
-    t = times.get(name)
-    row = {
-        "op": op,
-        "problem": problem,
-        "variant": name,
-        "kind": kind,
-        "pass": pass_,
-        "median_ms": t["median_s"] * 1e3 if t else None,
-        "min_ms": t["min_s"] * 1e3 if t else None,
-        "max_ms": t["max_s"] * 1e3 if t else None,
-        "baseline": reference,
-        "baseline_ms": times[reference]["median_s"] * 1e3 if reference in times else None,
-        "gb_per_s": moved / t["median_s"] / 1e9 if (t and moved) else None,
-    }
-    row["speedup"] = (row["baseline_ms"] / row["median_ms"]) if (row["median_ms"] and row["baseline_ms"]) else None
-    return row
-
-
 def run_harmonics(device: torch.device, dtype, quick: bool, backend: str) -> List[Dict[str, object]]:
     """Spherical harmonics, all degrees 0..l_max: ours against sphericart and e3nn
-    (each of our rows once per baseline), forward and forward+backward."""
+    (each of our rows once per baseline): forward, forward+backward, force training."""
     rows: List[Dict[str, object]] = []
-    problems = harmonics_bench.problems(quick)
+    problems = harmonics_bench.problems(quick, device)
     for i, problem in enumerate(problems):
         _progress(i, len(problems), f"sh {problem.label}")
         inputs = harmonics_bench.make_inputs(problem, device, dtype)
@@ -168,20 +153,20 @@ def run_harmonics(device: torch.device, dtype, quick: bool, backend: str) -> Lis
         # Gradients are checked against ours in float64 (ours is tested against e3nn's
         # autograd to 1e-10 in tests/test_spherical_harmonics.py).
         ref_inputs = {k: v.detach().double().cpu() for k, v in inputs.items()}
-        expected_grad = harmonics_bench.candidates(problem, ref_inputs, "auto")["backward"]["equiops fwd+bwd"]()
-        checks = {name: _check_relative(fn().cpu(), expected, dtype) for name, fn in cands["forward"].items()}
-        checks.update({name: _check_relative(fn().cpu(), expected_grad, dtype) for name, fn in cands["backward"].items()})
+        ref = harmonics_bench.candidates(problem, ref_inputs, "auto")
+        expect = {"forward": expected, "backward": ref["backward"]["equiops fwd+bwd"](), "force": ref["force"]["equiops force"]()}
+        checks = {name: _check_relative(fn().cpu(), expect[group], dtype) for group, fns in cands.items() for name, fn in fns.items()}
         timed = {name: fn for group in cands.values() for name, fn in group.items() if checks[name]}
         big = problem.num_vectors * problem.width > 20_000_000
-        times = time_interleaved(timed, device, repeats=3 if big else (5 if quick else 7), warmup=1)
+        times = time_interleaved(timed, device, repeats=3 if big else (4 if quick else 5), warmup=1, burst=3)
         moved = harmonics_bench.bytes_moved(problem, dtype)
-        for group, ours in (("forward", "equiops"), ("backward", "equiops fwd+bwd")):
+        for group, ours in (("forward", "equiops"), ("backward", "equiops fwd+bwd"), ("force", "equiops force")):
             baselines = [n for n in cands[group] if n != ours]
-            for ref in baselines or [None]:
-                rows.append(_row("sh", problem.label, ours, "ours", ref, checks[ours], times, moved if group == "forward" else None))
+            gbs = moved if group == "forward" else None
+            for ref_name in baselines or [None]:
+                rows.append(_row("sh", problem.label, ours, "ours", ref_name, checks[ours], times, gbs))
             for name in baselines:
-                rows.append(_row("sh", problem.label, name, "baseline", None, checks[name], times,
-                                 moved if group == "forward" else None))
+                rows.append(_row("sh", problem.label, name, "baseline", None, checks[name], times, gbs))
     _progress(len(problems), len(problems), "done")
     return rows
 

@@ -34,8 +34,14 @@ def time_interleaved(
     repeats: int = 7,
     warmup: int = 2,
     min_time: float = 0.0,
+    burst: int = 1,
 ) -> Dict[str, Dict[str, float]]:
-    """Median and spread (seconds) of each candidate, timed in turn."""
+    """Median and spread (seconds) of each candidate, timed in turn.
+
+    ``burst`` > 1 calls each candidate that many times in a row per turn (each call a
+    sample): on the CPU, a candidate timed right after another that freed a lot of
+    memory pays the page faults of fresh allocations, whichever candidate it is; the
+    median over bursts measures the warm steady state, as in a training loop."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
@@ -46,7 +52,8 @@ def time_interleaved(
     rounds = 0
     while rounds < repeats or time.perf_counter() - t_start < min_time:
         for name, fn in candidates.items():
-            samples[name].append(_time_once(fn, device))
+            for _ in range(burst):
+                samples[name].append(_time_once(fn, device))
         rounds += 1
         if rounds >= 10 * repeats:
             break

@@ -115,6 +115,13 @@ def _triton():
     return kernels
 
 
+def check_triton_degrees(ls: Sequence[int]) -> None:
+    if len(ls) == 0 or min(ls) < 0 or max(ls) > TRITON_MAX_DEGREE:
+        raise ValueError(
+            f"equiops.spherical_harmonics: the Triton kernels take degrees 0..{TRITON_MAX_DEGREE}, got {list(ls)}"
+        )
+
+
 def _check_cuda_args(x: Tensor, ls, normalization: str, backend: str, *rows: Tuple[str, Tensor, int]):
     op = "equiops.spherical_harmonics"
     if backend in ("cpu", "torch"):
@@ -128,8 +135,7 @@ def _check_cuda_args(x: Tensor, ls, normalization: str, backend: str, *rows: Tup
         raise ValueError(f"{op}: x must have shape (N, 3), got {tuple(x.shape)}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"{op}: normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    if len(ls) == 0 or min(ls) < 0 or max(ls) > TRITON_MAX_DEGREE:
-        raise ValueError(f"{op}: the Triton kernels take degrees 0..{TRITON_MAX_DEGREE}, got {list(ls)}")
+    check_triton_degrees(ls)
     for what, t, cols in rows:
         if t.dtype != x.dtype or t.shape != (x.shape[0], cols):
             raise ValueError(f"{op}: {what} must be ({x.shape[0]}, {cols}) {x.dtype}, got {tuple(t.shape)} {t.dtype}")
