@@ -1,19 +1,55 @@
 #!/usr/bin/env bash
 # The one-shot GPU check (an NVIDIA H100/H200 lent for a few minutes, no network):
-# build the CUDA kernels, run the CUDA tests, benchmark against the baselines, print a
+# install the baselines' wheels brought along (benchmarks/fetch_gpu_wheels.sh), build
+# the CUDA kernels, run the CUDA tests, benchmark against the baselines, print a
 # compact table last. Full logs and JSON go to $OUT (default ./gpu-results).
 # Must finish within 8 minutes on an H100.
+#
+#   bash benchmarks/gpu_check.sh             # on the GPU machine
+#   bash benchmarks/gpu_check.sh --dry-run   # the same steps on the CPU (CI runs it):
+#                                            # CPU build, CPU tests of the subset, --quick
+#                                            # CPU benchmarks, the same table
 set -uo pipefail
 cd "$(dirname "$0")/.."
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
 OUT=${OUT:-./gpu-results}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 EQUIOPS_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
+if [ "$DRY" = 1 ]; then
+  DEVICE=cpu; BENCH_FLAGS="--quick --device cpu"; BACKENDS="auto"
+else
+  export EQUIOPS_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+  DEVICE=cuda; BENCH_FLAGS="--device cuda"; BACKENDS="cuda triton"
+fi
 
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; date -u; git rev-parse HEAD 2>/dev/null; } > "$OUT/device.txt" 2>&1
+{ [ "$DRY" = 1 ] || nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; date -u; git rev-parse HEAD 2>/dev/null; } > "$OUT/device.txt" 2>&1
 python3 - >> "$OUT/device.txt" 2>&1 <<'PY'
 import torch, triton
-print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__, torch.cuda.get_device_name())
+print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__,
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
 PY
+
+# Baselines brought along as files (no network here; benchmarks/fetch_gpu_wheels.sh);
+# whatever fails to install is logged and its benchmark rows are simply absent. A dry
+# run installs into a scratch folder under $OUT, leaving the CPU environment alone.
+if ls benchmarks/wheels/*/* > /dev/null 2>&1; then
+  links=(); for d in benchmarks/wheels/*/; do links+=(--find-links "$d"); done
+  where=(); [ "$DRY" = 1 ] && where=(--target "$OUT/dry-run-site")
+  for pkg in sphericart-torch cuequivariance-torch cuequivariance-ops-torch-cu13; do
+    python3 -m pip install --no-index "${where[@]}" "${links[@]}" "$pkg" >> "$OUT/wheels.log" 2>&1 \
+      || python3 -m pip install --no-index --no-deps "${where[@]}" "${links[@]}" "$pkg" >> "$OUT/wheels.log" 2>&1 \
+      || echo "could not install $pkg (see wheels.log)" | tee -a "$OUT/summary.txt"
+  done
+fi
+
+# Each step's exit status goes to the summary; the script exits non-zero if any step
+# failed (pytest's 5, "nothing collected", is what the CUDA-only files give in a dry run).
+FAILED=0
+note_rc() {
+  echo "$2: exit $1 ${3:-}" | tee -a "$OUT/summary.txt"
+  if [ "$1" != 0 ] && [ "$1" != 5 ]; then FAILED=1; fi
+}
 
 t0=$(date +%s)
 if ! python3 -m pip install --no-build-isolation --no-deps --no-index -e . > "$OUT/build.log" 2>&1; then
@@ -23,37 +59,44 @@ echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
 python3 -m equiops info | tee -a "$OUT/summary.txt"
 
 # CUDA tests (the Triton interpreter tests are CPU-only and are not collected here).
-python3 -m pytest tests/test_cuda_segment.py tests/test_gpu_ops.py -q -x --timeout=300 -p no:cacheprovider \
+# pytest-timeout may be missing on the GPU image: use it only when present.
+TIMEOUT=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout=300")
+python3 -m pytest tests/test_cuda_segment.py tests/test_gpu_ops.py -q -x $TIMEOUT -p no:cacheprovider \
   > "$OUT/tests.log" 2>&1
-echo "tests: exit $? ($(tail -n 1 "$OUT/tests.log"))" | tee -a "$OUT/summary.txt"
+note_rc $? "tests" "($(tail -n 1 "$OUT/tests.log"))"
 # The spherical-harmonics Triton kernels compiled on the GPU (the first compile of each
 # variant takes seconds; on CUDA the tests stay within TRITON_MAX_DEGREE).
-EQUIOPS_TRITON_TEST_DEVICE=cuda python3 -m pytest tests/test_triton_spherical_harmonics.py -q -x --timeout=300 \
+EQUIOPS_TRITON_TEST_DEVICE=cuda python3 -m pytest tests/test_triton_spherical_harmonics.py -q -x $TIMEOUT \
   -p no:cacheprovider > "$OUT/tests_sh.log" 2>&1
-echo "tests sh (triton): exit $? ($(tail -n 1 "$OUT/tests_sh.log"))" | tee -a "$OUT/summary.txt"
+note_rc $? "tests sh (triton)" "($(tail -n 1 "$OUT/tests_sh.log"))"
 
-for be in cuda triton; do
-  python3 -m equiops bench --device cuda --backend "$be" --ops scatter --output "$OUT/bench_scatter_$be.json" \
-    > "$OUT/bench_$be.log" 2>&1
-  echo "bench $be: exit $?" | tee -a "$OUT/summary.txt"
+for be in $BACKENDS; do
+  python3 -m equiops bench $BENCH_FLAGS --backend "$be" --ops scatter --output "$OUT/bench_scatter_$be.json" \
+    > "$OUT/bench_scatter_$be.log" 2>&1
+  note_rc $? "bench scatter $be"
 done
-python3 -m equiops bench --device cuda --backend triton --ops sh --output "$OUT/bench_sh_triton.json" \
-  > "$OUT/bench_sh_triton.log" 2>&1
-echo "bench sh triton: exit $?" | tee -a "$OUT/summary.txt"
+# Harmonics have no CUDA C++ kernel: Triton on the GPU (the C++ kernel in the dry run).
+SH_BACKEND=triton; [ "$DRY" = 1 ] && SH_BACKEND=auto
+python3 -m equiops bench $BENCH_FLAGS --backend "$SH_BACKEND" --ops sh --output "$OUT/bench_sh_$SH_BACKEND.json" \
+  > "$OUT/bench_sh_$SH_BACKEND.log" 2>&1
+note_rc $? "bench sh $SH_BACKEND"
 
 python3 - "$OUT" <<'PY' | tee "$OUT/table.txt"
 import json, sys, os
 out = sys.argv[1]
-for op, be in (("scatter", "cuda"), ("scatter", "triton"), ("sh", "triton")):
-    path = os.path.join(out, f"bench_{op}_{be}.json")
-    if not os.path.exists(path):
-        print(f"[{op} {be}] no results"); continue
+import glob
+for path in sorted(glob.glob(os.path.join(out, "bench_*.json"))):
+    name = os.path.basename(path)[len("bench_"):-len(".json")]
     data = json.load(open(path))
     bw = data.get("copy_bandwidth_GBps")
-    print(f"[{op} {be}] {data['environment'].get('gpu')} copy bandwidth {bw:.0f} GB/s")
+    env = data["environment"]
+    print(f"[{name}] {env.get('gpu') or 'CPU'} {env.get('date')}" + (f", copy bandwidth {bw:.0f} GB/s" if bw else ""))
     for r in data["results"]:
         if r["median_ms"] is None: continue
         frac = f"{100 * r['gb_per_s'] / bw:5.1f}%" if (r.get("gb_per_s") and bw) else "     -"
         sp = f"{r['speedup']:.2f}x" if (r.get("speedup") and r["kind"] == "ours") else "-"
-        print(f"{r['problem']:<17} {r['variant'][:31]:<31} {'ok' if r['pass'] else 'WRONG':<5} {r['median_ms']:8.3f} ms {sp:>7} {frac}")
+        vs = f"vs {r['baseline']}" if (r["kind"] == "ours" and r.get("baseline")) else ""
+        print(f"{r['problem']:<17} {r['variant'][:24]:<24} {vs[:27]:<27} {'ok' if r['pass'] else 'WRONG':<5} {r['median_ms']:8.3f} ms {sp:>7} {frac}")
 PY
+[ "${PIPESTATUS[0]}" = 0 ] || FAILED=1
+exit $FAILED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from typing import List, Optional
 
@@ -38,10 +39,18 @@ def info() -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from equiops.bench import runner
 
-    parser = argparse.ArgumentParser(prog="python -m equiops")
+    parser = _Parser(prog="python -m equiops")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="check each op against its baseline, then time both")
     b.add_argument("--quick", action="store_true", help="smaller problems (under 2 minutes on 2 CPU cores)")
@@ -64,13 +73,38 @@ def main(argv: Optional[List[str]] = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to torch")
+    from equiops import _extension, backend as _backend
+
+    if args.backend not in _backend.BACKENDS:
+        parser.error(f"--backend must be one of {_backend.BACKENDS}, got {args.backend!r}")
+    if args.backend == "cuda" and not _extension.with_cuda():
+        parser.error(f"--backend cuda: the CUDA kernels are not built ({_extension.why_no_cuda()})")
+    if args.backend in ("cuda", "triton") and device.type != "cuda":
+        parser.error(f"--backend {args.backend} runs on CUDA tensors; add --device cuda")
+    for path in (args.output, args.plot):
+        if path and not _writable(path):
+            parser.error(f"cannot write {path!r} (missing folder or no permission)")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib (pip install matplotlib)")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    rows = runner.bench(ops, device, dtype, args.quick, args.backend, args.output, args.plot)
+    try:
+        rows = runner.bench(ops, device, dtype, args.quick, args.backend, args.output, args.plot)
+    except Exception as exc:  # one line for the user; EQUIOPS_DEBUG=1 shows the traceback
+        if os.environ.get("EQUIOPS_DEBUG") == "1":
+            raise
+        print(f"equiops bench: error: {type(exc).__name__}: {exc} (EQUIOPS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0 if all(r["pass"] for r in rows) else 1
+
+
+def _writable(path: str) -> bool:
+    """Whether ``path`` can be created or overwritten (checked before the long run)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path):
+        return os.path.isfile(path) and os.access(path, os.W_OK)
+    return os.path.isdir(folder) and os.access(folder, os.W_OK)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -33,6 +35,8 @@ def environment(device: torch.device) -> Dict[str, object]:
         "threads": torch.get_num_threads(),
         "device": str(device),
         "commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "baselines": _baseline_versions(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -44,6 +48,20 @@ def environment(device: torch.device) -> Dict[str, object]:
     except ImportError:
         pass
     return env
+
+
+_BASELINE_PACKAGES = ("e3nn", "sphericart-torch", "torch-scatter", "cuequivariance-torch", "openequivariance")
+
+
+def _baseline_versions() -> Dict[str, str]:
+    """Installed versions of the baseline packages (absent ones are left out)."""
+    out = {}
+    for name in _BASELINE_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def _git_commit() -> Optional[str]:
