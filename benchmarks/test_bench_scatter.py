@@ -35,7 +35,7 @@ def test_sum(benchmark, problem, variant):
     cands = sb.forward_candidates(problem, inputs, "auto")
     fn = {**cands["ours"], **cands["baselines"]}[variant]
     torch.testing.assert_close(fn().double(), sb.expected_sum(problem, inputs), rtol=1e-5, atol=1e-5)
-    benchmark.group = f"sum {problem.label}"
+    benchmark.group = f"scatter sum {problem.label}"
     benchmark.extra_info["bytes"] = sb.bytes_moved(problem, torch.float32)
     benchmark.pedantic(synchronized(fn), rounds=7, warmup_rounds=1)
 
@@ -43,5 +43,5 @@ def test_sum(benchmark, problem, variant):
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.label.replace(" ", "-").replace("=", ""))
 def test_graph_build(benchmark, problem):
     """The CSR build cost, reported separately from the reductions that reuse it."""
-    benchmark.group = f"graph build {problem.label}"
+    benchmark.group = f"scatter graph build {problem.label}"
     benchmark.pedantic(synchronized(sb.graph_build(problem, _inputs(problem))), rounds=5, warmup_rounds=1)
