@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -22,12 +23,17 @@ namespace {
 
 constexpr const char* kOp = "equiops.spherical_harmonics";
 
-// The table and output plan of one call, owning what sh::Tables points into.
+// The table and output plan of one call, owning what sh::Tables points into. Moving
+// keeps the vectors' buffers (and so tb's pointers) valid; copying would not.
 struct Plan {
   std::vector<int> istart, ej, ek, col_src;
   std::vector<float> coef_f, lcoef_f, col_scale_f;
   std::vector<double> coef_d, lcoef_d, col_scale_d;
   sh::Tables tb{};
+  Plan() = default;
+  Plan(Plan&&) = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
 };
 
 double degree_scale(int l, const std::string& normalization) {
@@ -132,9 +138,15 @@ void check_rows(const at::Tensor& t, const at::Tensor& x, int64_t cols, const ch
                     " must have shape (", x.size(0), ", ", cols, "), got ", t.sizes());
 }
 
+// EQUIOPS_CPU_ISA=generic forces the baseline kernels (tests use it to cover them on
+// AVX2 machines).
 bool cpu_has_avx2() {
 #ifdef EQUIOPS_SH_HAVE_AVX2
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool avx2 = [] {
+    const char* isa = std::getenv("EQUIOPS_CPU_ISA");
+    if (isa != nullptr && std::string(isa) == "generic") return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return avx2;
 #else
   return false;
@@ -169,11 +181,17 @@ void for_rows(const sh::Tables& tb, int64_t N, int64_t work_per_row, const F& bo
   });
 }
 
-at::Tensor sh_forward(const at::Tensor& x, const at::Tensor& coupling, at::IntArrayRef ls,
-                      bool normalize, c10::string_view normalization, c10::string_view backend) {
+// The checks every entry point starts with, and its plan.
+Plan prepare(const at::Tensor& x, const at::Tensor& coupling, at::IntArrayRef ls,
+             c10::string_view normalization, c10::string_view backend) {
   check_cpu_backend(backend, kOp);
   check_points(x, "x");
-  Plan P = make_plan(coupling, ls, std::string(normalization));
+  return make_plan(coupling, ls, std::string(normalization));
+}
+
+at::Tensor sh_forward(const at::Tensor& x, const at::Tensor& coupling, at::IntArrayRef ls,
+                      bool normalize, c10::string_view normalization, c10::string_view backend) {
+  const Plan P = prepare(x, coupling, ls, normalization, backend);
   const sh::Tables& tb = P.tb;
   const at::Tensor xc = x.contiguous();
   const int64_t N = x.size(0);
@@ -192,9 +210,7 @@ at::Tensor sh_forward(const at::Tensor& x, const at::Tensor& coupling, at::IntAr
 at::Tensor sh_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& coupling,
                        at::IntArrayRef ls, bool normalize, c10::string_view normalization,
                        c10::string_view backend) {
-  check_cpu_backend(backend, kOp);
-  check_points(x, "x");
-  Plan P = make_plan(coupling, ls, std::string(normalization));
+  const Plan P = prepare(x, coupling, ls, normalization, backend);
   const sh::Tables& tb = P.tb;
   check_rows(grad, x, tb.K, "grad");
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
@@ -216,9 +232,7 @@ std::tuple<at::Tensor, at::Tensor> sh_double_backward(
     const at::Tensor& grad_grad_x, const at::Tensor& grad, const at::Tensor& x,
     const at::Tensor& coupling, at::IntArrayRef ls, bool normalize,
     c10::string_view normalization, c10::string_view backend) {
-  check_cpu_backend(backend, kOp);
-  check_points(x, "x");
-  Plan P = make_plan(coupling, ls, std::string(normalization));
+  const Plan P = prepare(x, coupling, ls, normalization, backend);
   const sh::Tables& tb = P.tb;
   check_rows(grad, x, tb.K, "grad");
   check_rows(grad_grad_x, x, 3, "grad_grad_x");
@@ -244,9 +258,7 @@ std::tuple<at::Tensor, at::Tensor> sh_jacobian(const at::Tensor& x, const at::Te
                                                at::IntArrayRef ls, bool normalize,
                                                c10::string_view normalization,
                                                c10::string_view backend) {
-  check_cpu_backend(backend, kOp);
-  check_points(x, "x");
-  Plan P = make_plan(coupling, ls, std::string(normalization));
+  const Plan P = prepare(x, coupling, ls, normalization, backend);
   const sh::Tables& tb = P.tb;
   const at::Tensor xc = x.contiguous();
   const int64_t N = x.size(0);
