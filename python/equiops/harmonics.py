@@ -116,8 +116,8 @@ def _compute(ls: List[int], x: Tensor, normalize: bool, normalization: str, back
         if not jacobian:
             return _reference.spherical_harmonics(ls, x, normalize, normalization)
         return _reference_with_gradients(ls, x, normalize, normalization)
-    # The kernels take float32/float64; half types compute in float32 (as e3nn's
-    # polynomials would lose most digits in half precision anyway).
+    # The kernels take float32/float64; half types compute in float32 and the result is
+    # cast back.
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
     flat = work.reshape(-1, 3)
     if jacobian:

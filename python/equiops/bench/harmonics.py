@@ -14,14 +14,14 @@ is the force-training pattern (double backward): ``E = <Y(x), w>``, ``F = dE/dx`
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 import equiops
+
+from . import optional_module
 
 LMAX = (2, 3, 6, 10)
 E3NN_LMAX = 12
@@ -52,15 +52,6 @@ def problems(quick: bool = False, device="cpu") -> List[Problem]:
     return [Problem(n, l) for n in sizes for l in lmaxes]
 
 
-def _module(name: str):
-    if importlib.util.find_spec(name.split(".")[0]) is None:
-        return None
-    try:
-        return importlib.import_module(name)
-    except Exception:  # an install built against another torch fails at import
-        return None
-
-
 def make_inputs(problem: Problem, device, dtype, seed: int = 0) -> Dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(problem.num_vectors, 3, generator=g, dtype=torch.float64)
@@ -76,7 +67,7 @@ def expected(problem: Problem, inputs) -> torch.Tensor:
     """Float64 values on the CPU, from e3nn when it reaches l_max."""
     x = inputs["x"].detach().double().cpu()
     ls = list(range(problem.lmax + 1))
-    e3nn = _module("e3nn.o3")
+    e3nn = optional_module("e3nn.o3")
     if e3nn is not None and problem.lmax <= E3NN_LMAX:
         old = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)  # e3nn builds its constants in the default dtype
@@ -94,14 +85,14 @@ def bytes_moved(problem: Problem, dtype) -> int:
 
 
 def _sphericart(problem: Problem):
-    st = _module("sphericart.torch")
+    st = optional_module("sphericart.torch")
     return None if st is None else st.SphericalHarmonics(problem.lmax)
 
 
 def _cuequivariance(problem: Problem, device):
     if torch.device(device).type != "cuda":
         return None
-    cuet = _module("cuequivariance_torch")
+    cuet = optional_module("cuequivariance_torch")
     if cuet is None or not hasattr(cuet, "spherical_harmonics"):
         return None
     ls = list(range(problem.lmax + 1))
@@ -115,7 +106,7 @@ def candidates(problem: Problem, inputs, backend: str) -> Dict[str, Dict[str, Ca
     ls = list(range(problem.lmax + 1))
     x, xz, cot = inputs["x"], inputs["x_zxy"], inputs["cot"]
     sph = _sphericart(problem)
-    e3nn = _module("e3nn.o3")
+    e3nn = optional_module("e3nn.o3")
     if e3nn is not None and problem.lmax > E3NN_LMAX:
         e3nn = None
     cue = _cuequivariance(problem, x.device)

@@ -8,13 +8,14 @@ neighbour lists) drawn uniformly at random. The sum is checked against a float64
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Callable, Dict, List
 
 import torch
 
 import equiops
+
+from . import optional_module
 
 WIDTHS = (1, 3, 16, 64, 128)
 MEAN_DEGREE = 16
@@ -40,14 +41,7 @@ def problems(quick: bool = False) -> List[Problem]:
 
 
 def torch_scatter_module():
-    if importlib.util.find_spec("torch_scatter") is None:
-        return None
-    try:
-        import torch_scatter
-
-        return torch_scatter
-    except Exception:  # an install built against another torch fails at import
-        return None
+    return optional_module("torch_scatter")
 
 
 def make_inputs(problem: Problem, device, dtype, seed: int = 0) -> Dict[str, object]:

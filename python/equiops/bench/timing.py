@@ -39,9 +39,9 @@ def time_interleaved(
     """Median and spread (seconds) of each candidate, timed in turn.
 
     ``burst`` > 1 calls each candidate that many times in a row per turn (each call a
-    sample): on the CPU, a candidate timed right after another that freed a lot of
-    memory pays the page faults of fresh allocations, whichever candidate it is; the
-    median over bursts measures the warm steady state, as in a training loop."""
+    sample), so the median leans to the warm steady state of repeated calls, as in a
+    training loop, rather than to the state another candidate left behind (caches,
+    freed memory). Sub-millisecond CPU timings still vary by about 20% between runs."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
