@@ -45,4 +45,22 @@ TORCH_LIBRARY(equiops, m) {
   m.def(
       "spherical_harmonics_jacobian(Tensor x, Tensor coupling, int[] ls, bool normalize,"
       " str normalization, str backend) -> (Tensor, Tensor)");
+
+  // Clebsch-Gordan tensor products. problem: the string of
+  // python/equiops/tp_problem.py (TPProblem.encode): widths, paths, CG nonzeros.
+  // x1 (N1, dim1), x2 (N2, dim2), weight (Nw, dim_w), each of N1, N2, Nw in {1, N}
+  // (1 broadcasts over rows; Nw == 1 is e3nn's shared weights); out (N, dim_out).
+  // Semantics: python/equiops/reference/tensor_product.py.
+  m.def("tensor_product(Tensor x1, Tensor x2, Tensor weight, str problem, str backend) -> Tensor");
+  // Gradients of <grad_out, out> w.r.t. (x1, x2, weight), each the shape of its input
+  // (broadcast inputs get the sum over rows); one not asked for in `need` is (0,).
+  m.def(
+      "tensor_product_backward(Tensor grad_out, Tensor x1, Tensor x2, Tensor weight, str problem,"
+      " bool[3] need, str backend) -> (Tensor, Tensor, Tensor)");
+  // The derivatives of tensor_product_backward's outputs, contracted with incoming
+  // (gg_x1, gg_x2, gg_weight) (None: zero), w.r.t. (grad_out, x1, x2, weight).
+  m.def(
+      "tensor_product_double_backward(Tensor? gg_x1, Tensor? gg_x2, Tensor? gg_weight,"
+      " Tensor grad_out, Tensor x1, Tensor x2, Tensor weight, str problem, str backend)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -26,64 +26,14 @@ namespace equiops {
 namespace sh {
 namespace EQUIOPS_SH_NS {
 
-template <typename T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  typedef float type __attribute__((vector_size(32)));
-};
-template <>
-struct VecOf<double> {
-  typedef double type __attribute__((vector_size(32)));
-};
-template <typename T>
-using Vec = typename VecOf<T>::type;
-template <typename T>
-constexpr int lanes() {
-  return 32 / (int)sizeof(T);
-}
+#include "row_vectors.h"
 
 // degree_n / contract_n: the recurrence unrolled for degrees up to kGeneratedLmax.
 #include "sh_generated.h"
 
 // ------------------------------------------------------------------ transposed I/O
 #ifdef EQUIOPS_SH_AVX2
-// In-register transposes: r[q] holds column q of W rows on input, row q on output.
-inline void transpose(__m256* r) {
-  __m256 t[8], s[8];
-  for (int q = 0; q < 8; q += 2) {
-    t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
-    t[q + 1] = _mm256_unpackhi_ps(r[q], r[q + 1]);
-  }
-  for (int q = 0; q < 8; q += 4) {
-    s[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);
-    s[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xEE);
-    s[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);
-    s[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
-  }
-  for (int q = 0; q < 4; ++q) {
-    r[q] = _mm256_permute2f128_ps(s[q], s[q + 4], 0x20);
-    r[q + 4] = _mm256_permute2f128_ps(s[q], s[q + 4], 0x31);
-  }
-}
-inline void transpose(__m256d* r) {
-  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
-  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
-  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
-  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
-  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
-  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
-}
-inline __m256i tail_mask(float*, int rem) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-inline __m256i tail_mask(double*, int rem) {
-  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(rem), _mm256_setr_epi64x(0, 1, 2, 3));
-}
-inline void store_part(float* p, __m256 v, __m256i m) { _mm256_maskstore_ps(p, m, v); }
-inline void store_part(double* p, __m256d v, __m256i m) { _mm256_maskstore_pd(p, m, v); }
-inline __m256 load_part(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
-inline __m256d load_part(const double* p, __m256i m) { return _mm256_maskload_pd(p, m); }
+#include "avx2_tiles.h"
 // Three contiguous vectors of (x, y, z) triples -> x, y, z lane vectors. Floats: one
 // blend per source vector picks each coordinate's lanes, one permute puts them in row
 // order (scalar loads into a stack array would stall on store forwarding instead).
@@ -101,16 +51,6 @@ template <typename V>
 inline void deinterleave3(const double* p, V* v) {
   for (int k = 0; k < 3; ++k) v[k] = (V)_mm256_setr_pd(p[k], p[k + 3], p[k + 6], p[k + 9]);
 }
-template <typename T>
-struct Reg;
-template <>
-struct Reg<float> {
-  using type = __m256;
-};
-template <>
-struct Reg<double> {
-  using type = __m256d;
-};
 #endif
 
 // out[row0 + a, col] (row stride `stride`) = scale[col] * src[col_src[col]][a] for the

@@ -16,6 +16,17 @@ from .harmonics import (
 )
 from .ops import segment as _segment_ops  # noqa: F401  registers fake kernels, autograd, CUDA dispatch
 from .ops import spherical_harmonics as _sh_ops  # noqa: F401  (same, for the harmonics)
+from .ops import tensor_product as _tp_ops  # noqa: F401  (same, for the tensor products)
+from . import nn  # noqa: F401
+from .nn.tensor_product import (
+    ChannelWiseTensorProduct,
+    ElementwiseTensorProduct,
+    FullTensorProduct,
+    FullyConnectedTensorProduct,
+    TensorProduct,
+    from_e3nn,
+    replace_e3nn_tensor_products,
+)
 from .ops.scatter import (
     gather_csr,
     scatter,
@@ -35,12 +46,19 @@ from .ops.scatter import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChannelWiseTensorProduct",
+    "ElementwiseTensorProduct",
+    "FullTensorProduct",
+    "FullyConnectedTensorProduct",
     "Graph",
     "Irrep",
     "Irreps",
     "SphericalHarmonics",
     "as_irreps",
     "so3",
+    "TensorProduct",
+    "from_e3nn",
+    "replace_e3nn_tensor_products",
     "backend",
     "deterministic",
     "gather_csr",

@@ -39,6 +39,9 @@ AUTO_CUDA_ORDER = {
     "scatter": ("cuda", "triton"),
     # Spherical harmonics have only a Triton kernel on CUDA (no CUDA C++ one yet).
     "spherical_harmonics": ("triton",),
+    # Tensor products: Triton first, as its code is generated per problem (unrolled
+    # nonzeros) while the CUDA C++ kernel reads tables. Not yet measured on a GPU.
+    "tensor_product": ("triton", "cuda"),
 }
 
 _state = threading.local()

@@ -1,0 +1,23 @@
+"""Modules built on equiops' operators."""
+
+from .tensor_product import (
+    ChannelWiseTensorProduct,
+    ElementwiseTensorProduct,
+    FullTensorProduct,
+    FullyConnectedTensorProduct,
+    TensorProduct,
+    channelwise_instructions,
+    from_e3nn,
+    replace_e3nn_tensor_products,
+)
+
+__all__ = [
+    "ChannelWiseTensorProduct",
+    "ElementwiseTensorProduct",
+    "FullTensorProduct",
+    "FullyConnectedTensorProduct",
+    "TensorProduct",
+    "channelwise_instructions",
+    "from_e3nn",
+    "replace_e3nn_tensor_products",
+]
