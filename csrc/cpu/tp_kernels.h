@@ -253,19 +253,155 @@ inline void contract_gz(const Path& p, const Vec<T>* A, const Vec<T>* gz, Vec<T>
   }
 }
 
-// Scratch of one path evaluation: A, gA (S each), z, gz (dk each).
+// Scratch of one path evaluation: A, gA (S each), z, gz (dk each); for the channel-inner
+// uvu kernels, Y (mul1 d1), GZ (mul1 dk) and GWu (mul1).
 template <typename T>
 struct PathScratch {
   Vec<T>* A;
   Vec<T>* gA;
   Vec<T>* z;
   Vec<T>* gz;
+  Vec<T>* Y;
+  Vec<T>* GZ;
+  Vec<T>* GWu;
 };
+
+// ------------------------------------------------------------------ uvu, channel-inner
+// The channel-wise product (uvu: NequIP, MACE) with the channel loop innermost: for a
+// fixed group of (i, k) pairs the coefficients A[s] and indices are loop-invariant, so
+// the inner loop is a fixed-stride stream of multiply-adds over the mul1 channels with
+// no index loads (the per-pair loops above re-read the group tables for every channel).
+//
+// dst[u * ds] += sum_{g < G} a[g] * src[u * ss + idx[g]] for u < m  (G known: unrolled).
+template <typename T, int G>
+inline void stream_groups(int m, const Vec<T>* a, const int* idx, const Vec<T>* src, int ss, Vec<T>* dst, int ds) {
+  Vec<T> av[G > 0 ? G : 1];
+  int ix[G > 0 ? G : 1];
+  for (int g = 0; g < G; ++g) {
+    av[g] = a[g];
+    ix[g] = idx[g];
+  }
+  for (int u = 0; u < m; ++u) {
+    const Vec<T>* sr = src + (int64_t)u * ss;
+    Vec<T> acc = av[0] * sr[ix[0]];
+    for (int g = 1; g < G; ++g) acc += av[g] * sr[ix[g]];
+    dst[(int64_t)u * ds] += acc;
+  }
+}
+
+template <typename T>
+inline void stream(int G, int m, const Vec<T>* a, const int* idx, const Vec<T>* src, int ss, Vec<T>* dst, int ds) {
+  switch (G) {
+    case 0: return;
+    case 1: return stream_groups<T, 1>(m, a, idx, src, ss, dst, ds);
+    case 2: return stream_groups<T, 2>(m, a, idx, src, ss, dst, ds);
+    case 3: return stream_groups<T, 3>(m, a, idx, src, ss, dst, ds);
+    case 4: return stream_groups<T, 4>(m, a, idx, src, ss, dst, ds);
+    default:
+      for (int g0 = 0; g0 < G; g0 += 4) stream<T>(std::min(4, G - g0), m, a + g0, idx + g0, src, ss, dst, ds);
+  }
+}
+
+// sum_u x[u * sx] * y[u * sy], four accumulators (the FMA latency, not the loads, would
+// bound a single chain), combined in a fixed order.
+template <typename T>
+inline Vec<T> dot_strided(int m, const Vec<T>* x, int sx, const Vec<T>* y, int sy) {
+  Vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  int u = 0;
+  for (; u + 4 <= m; u += 4) {
+    a0 += x[(int64_t)u * sx] * y[(int64_t)u * sy];
+    a1 += x[(int64_t)(u + 1) * sx] * y[(int64_t)(u + 1) * sy];
+    a2 += x[(int64_t)(u + 2) * sx] * y[(int64_t)(u + 2) * sy];
+    a3 += x[(int64_t)(u + 3) * sx] * y[(int64_t)(u + 3) * sy];
+  }
+  for (; u < m; ++u) a0 += x[(int64_t)u * sx] * y[(int64_t)u * sy];
+  return (a0 + a1) + (a2 + a3);
+}
+
+
+// uvu forward: out[u, k] += c W[u, v] sum_s A_v[s] x1[u, i_s], as Y = c W x1 (per v)
+// followed by one stream per k group.
+template <typename T>
+inline void uvu_forward(const Path& p, const Vec<T>* X1, const Vec<T>* X2, const Weights<T>& w, Vec<T>* O,
+                        const PathScratch<T>& sc) {
+  const Vec<T> c = splat((T)p.coef);
+  const int m1 = p.m1, d1 = p.d1, dk = p.dk;
+  for (int v = 0; v < p.m2; ++v) {
+    contract_x2<T>(p, X2 + (int64_t)v * p.d2, sc.A);
+    for (int u = 0; u < m1; ++u) {
+      const Vec<T> cw = w.times((int64_t)u * p.m2 + v, c);
+      for (int i = 0; i < d1; ++i) sc.Y[u * d1 + i] = cw * X1[(int64_t)u * d1 + i];
+    }
+    for (int k = 0; k < dk; ++k) {
+      const int s0 = p.k_begin[k], G = p.k_begin[k + 1] - s0;
+      stream<T>(G, m1, sc.A + s0, p.s_i.data() + s0, sc.Y, d1, O + k, dk);
+    }
+  }
+}
+
+// uvu backward: with GZ[u, k] = c W[u, v] GO[u, k],
+//   gx1[u, i] += sum_{s: i_s = i} A[s] GZ[u, k_s]          (one stream per i group)
+//   gA[s] = sum_u GZ[u, k_s] x1[u, i_s]  -> gx2[v, j] += C gA[s]
+//   gW[u, v] += c sum_k GO[u, k] sum_{s in k} A[s] x1[u, i_s]
+template <typename T>
+inline void uvu_backward(const Path& p, const Vec<T>* GO, const Vec<T>* X1, const Vec<T>* X2, const Weights<T>& w,
+                         Vec<T>* GX1, Vec<T>* GX2, Vec<T>* GW, const PathScratch<T>& sc) {
+  const Vec<T> c = splat((T)p.coef);
+  const int m1 = p.m1, d1 = p.d1, dk = p.dk, S = (int)p.s_i.size();
+  for (int v = 0; v < p.m2; ++v) {
+    contract_x2<T>(p, X2 + (int64_t)v * p.d2, sc.A);
+    if (GX1 != nullptr || GX2 != nullptr) {
+      for (int u = 0; u < m1; ++u) {
+        const Vec<T> cw = w.times((int64_t)u * p.m2 + v, c);
+        for (int k = 0; k < dk; ++k) sc.GZ[u * dk + k] = cw * GO[(int64_t)u * dk + k];
+      }
+    }
+    if (GX1 != nullptr) {
+      for (int i = 0; i < d1; ++i) {
+        const int t0 = p.i_begin[i], H = p.i_begin[i + 1] - t0;
+        Vec<T> a[8];
+        int kk[8];
+        for (int h0 = 0; h0 < H; h0 += 8) {
+          const int hn = std::min(8, H - h0);
+          for (int h = 0; h < hn; ++h) {
+            const int s = p.i_order[t0 + h0 + h];
+            a[h] = sc.A[s];
+            kk[h] = p.s_k[s];
+          }
+          stream<T>(hn, m1, a, kk, sc.GZ, dk, GX1 + i, d1);
+        }
+      }
+    }
+    if (GX2 != nullptr) {
+      Vec<T>* g2 = GX2 + (int64_t)v * p.d2;
+      for (int s = 0; s < S; ++s) {
+        const Vec<T> ga = dot_strided<T>(m1, sc.GZ + p.s_k[s], dk, X1 + p.s_i[s], d1);
+        for (int e = p.s_begin[s]; e < p.s_begin[s + 1]; ++e) g2[p.g_j[e]] += ga * (T)p.g_c[e];
+      }
+    }
+    if (GW != nullptr) {
+      // Z[u, k] into GZ's space is not needed: accumulate <GO[u], z[u]> directly.
+      for (int u = 0; u < m1; ++u) sc.GWu[u] = Vec<T>{};
+      for (int k = 0; k < dk; ++k) {
+        const int s0 = p.k_begin[k], G = p.k_begin[k + 1] - s0;
+        if (G == 0) continue;
+        for (int u = 0; u < m1; ++u) {
+          const Vec<T>* x = X1 + (int64_t)u * d1;
+          Vec<T> z = sc.A[s0] * x[p.s_i[s0]];
+          for (int g = 1; g < G; ++g) z += sc.A[s0 + g] * x[p.s_i[s0 + g]];
+          sc.GWu[u] += GO[(int64_t)u * dk + k] * z;
+        }
+      }
+      for (int u = 0; u < m1; ++u) GW[(int64_t)u * p.m2 + v] += c * sc.GWu[u];
+    }
+  }
+}
 
 // O[offo-relative] += the path applied to (x1, x2, w). X1/X2 point at the path's blocks.
 template <typename T>
 inline void path_forward(const Path& p, const Vec<T>* X1, const Vec<T>* X2, const Weights<T>& w,
                          Vec<T>* O, const PathScratch<T>& sc) {
+  if (p.mode == UVU) return uvu_forward(p, X1, X2, w, O, sc);
   const Vec<T> c = splat((T)p.coef);
   const int dk = p.dk;
   for_pairs(
@@ -294,9 +430,10 @@ template <typename T>
 inline void path_backward(const Path& p, const Vec<T>* GO, const Vec<T>* X1, const Vec<T>* X2,
                           const Weights<T>& w, Vec<T>* GX1, Vec<T>* GX2, Vec<T>* GW,
                           const PathScratch<T>& sc) {
+  if (p.w_off < 0) GW = nullptr;
+  if (p.mode == UVU) return uvu_backward(p, GO, X1, X2, w, GX1, GX2, GW, sc);
   const Vec<T> c = splat((T)p.coef);
   const int dk = p.dk, S = (int)p.s_i.size();
-  if (p.w_off < 0) GW = nullptr;
   for_pairs(
       p,
       [&](int v) {
@@ -355,8 +492,11 @@ struct Scratch {
   int64_t max_blk = 0, max_w = 0;
 
   Scratch(const Problem& P, bool gg, bool gw_all) {
-    int64_t S = 1, dk = 1;
+    int64_t S = 1, dk = 1, y = 1, gzs = 1, m = 1;
     for (const Path& p : P.paths) {
+      y = std::max<int64_t>(y, (int64_t)p.m1 * p.d1);
+      gzs = std::max<int64_t>(gzs, (int64_t)p.m1 * p.dk);
+      m = std::max<int64_t>(m, p.m1);
       S = std::max<int64_t>(S, (int64_t)p.s_i.size());
       dk = std::max<int64_t>(dk, p.dk);
       max_blk = std::max<int64_t>(max_blk, (int64_t)p.mo * p.dk);
@@ -364,7 +504,7 @@ struct Scratch {
     }
     const int64_t n1 = P.dim1, n2 = P.dim2;
     const int64_t total = 2 * (n1 + n2) + (gg ? n1 + n2 : 0) + 2 * max_blk + 3 * max_w +
-                          (gw_all ? P.dim_w : 0) + 2 * S + 2 * dk;
+                          (gw_all ? P.dim_w : 0) + 2 * S + 2 * dk + y + gzs + m;
     buf.assign((size_t)(std::max<int64_t>(total, 1) + 1) * 4, 0.0);
     Vec<T>* q = (Vec<T>*)(((uintptr_t)buf.data() + 31) & ~(uintptr_t)31);
     auto take = [&](int64_t n) {
@@ -388,6 +528,9 @@ struct Scratch {
     ps.gA = take(S);
     ps.z = take(dk);
     ps.gz = take(dk);
+    ps.Y = take(y);
+    ps.GZ = take(gzs);
+    ps.GWu = take(m);
   }
 };
 

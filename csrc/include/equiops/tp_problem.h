@@ -114,6 +114,23 @@ inline Problem parse_problem(const std::string& text) {
                q.offo + (int64_t)q.mo * q.dk > p.dim_out ||
                (q.w_off >= 0 && q.w_off + q.w_numel() > p.dim_w);
     if (bad) throw std::invalid_argument("path " + std::to_string(n) + " does not fit the widths");
+    // Each mode's multiplicity rules: the kernels index outputs and weights by them, so a
+    // hand-made string that broke one could otherwise write outside its block.
+    const int64_t pairs = (int64_t)q.m1 * (q.m2 - 1) / 2;
+    bool ok = q.l1 >= 0 && q.l2 >= 0 && q.lo >= 0;
+    switch (q.mode) {
+      case UVW: ok = ok && q.w_off >= 0; break;
+      case UVU: ok = ok && q.mo == q.m1; break;
+      case UVV: ok = ok && q.mo == q.m2; break;
+      case UUW: ok = ok && q.m1 == q.m2 && (q.w_off >= 0 || q.mo == 1); break;
+      case UUU: ok = ok && q.m1 == q.m2 && q.mo == q.m1; break;
+      case UVUV: ok = ok && (int64_t)q.mo == (int64_t)q.m1 * q.m2; break;
+      case UVU_LT_V: ok = ok && q.m1 == q.m2 && q.mo == pairs; break;
+      default: ok = ok && q.m1 == q.m2 && q.w_off >= 0; break;  // U_LT_VW
+    }
+    if (!ok)
+      throw std::invalid_argument("path " + std::to_string(n) + ": multiplicities or weights do not fit mode '" +
+                                  mode + "'");
     // Group by (i, k), groups in (k, i) order.
     for (int k = 0; k < q.dk; ++k) {
       q.k_begin.push_back((int)q.s_i.size());
