@@ -16,6 +16,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("segment_minmax_cuda", &equiops::cuda::segment_minmax, "segment max/min (CUDA)");
   m.def("segment_gather_cuda", &equiops::cuda::segment_gather, "segment gather (CUDA)");
   m.def("scatter_sum_cuda", &equiops::cuda::scatter_sum, "atomic scatter sum (CUDA)");
+  m.def("tensor_product_cuda", &equiops::cuda::tensor_product, "tensor product (CUDA)", pybind11::arg("x1"),
+        pybind11::arg("x2"), pybind11::arg("weight"), pybind11::arg("problem"));
+  m.def("tensor_product_backward_cuda", &equiops::cuda::tensor_product_backward, "tensor product backward (CUDA)",
+        pybind11::arg("grad_out"), pybind11::arg("x1"), pybind11::arg("x2"), pybind11::arg("weight"),
+        pybind11::arg("problem"), pybind11::arg("need_x1"), pybind11::arg("need_x2"), pybind11::arg("need_w"));
+  m.def("tensor_product_double_backward_cuda", &equiops::cuda::tensor_product_double_backward,
+        "tensor product double backward (CUDA)", pybind11::arg("gg1"), pybind11::arg("gg2"), pybind11::arg("ggw"),
+        pybind11::arg("grad_out"), pybind11::arg("x1"), pybind11::arg("x2"), pybind11::arg("weight"),
+        pybind11::arg("problem"));
 #else
   m.attr("with_cuda") = false;
 #endif

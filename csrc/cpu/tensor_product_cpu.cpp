@@ -74,12 +74,18 @@ void check_operand(const at::Tensor& t, const at::Tensor& ref, int64_t cols, con
 }
 
 int64_t rows_of(std::initializer_list<std::pair<const at::Tensor*, const char*>> ts) {
+  // N is the first row count other than 1; the error names the first input that differs.
   int64_t N = 1;
-  for (auto& [t, name] : ts)
-    if (t->size(0) != 1) N = t->size(0);
-  for (auto& [t, name] : ts)
-    TORCH_CHECK_VALUE(t->size(0) == 1 || t->size(0) == N, kOp, ": ", name, " has ", t->size(0),
-                      " rows; every input must have 1 or N = ", N, " rows");
+  const char* first = nullptr;
+  for (auto& [t, name] : ts) {
+    if (t->size(0) == 1) continue;
+    if (first == nullptr) {
+      N = t->size(0);
+      first = name;
+    }
+    TORCH_CHECK_VALUE(t->size(0) == N, kOp, ": ", name, " has ", t->size(0), " rows but ", first, " has ", N,
+                      "; every input must have 1 or N rows");
+  }
   return N;
 }
 

@@ -1,5 +1,5 @@
 // Torch-free translation unit: explicitly instantiates every kernel template of
-// segment_kernels.cuh for every element type and every (V, W) vector shape the launchers
+// segment_kernels.cuh and tp_kernels.cuh for every element type and every (V, W) vector shape the launchers
 // in segment_cuda.cu use, so that CI can check the device code without torch headers:
 //
 //   nvcc -std=c++17 -arch=sm_90 -c csrc/cuda/compile_check.cu -o /tmp/x.o
@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "segment_kernels.cuh"
+#include "tp_kernels.cuh"
 
 namespace equiops {
 namespace kernels {
@@ -54,4 +55,31 @@ EQ_INST_SEGMENT(__nv_bfloat16, 8, 8)
 #undef EQ_INST_SEGMENT
 
 }  // namespace kernels
+
+// Tensor-product kernels (tp_kernels.cuh), every element type tensor_product_cuda.cu uses.
+namespace tpk {
+
+#define EQ_INST_TP(T)                                                                                         \
+  template __global__ void tp_forward_kernel<T>(TPTables, const AccOf<T>::type*, TPGeom, const T*, const T*, \
+                                                const T*, AccOf<T>::type*);                                 \
+  template __global__ void tp_backward_kernel<T>(TPTables, const AccOf<T>::type*, TPGeom, const T*, const T*, \
+                                                 const T*, const T*, AccOf<T>::type*, AccOf<T>::type*,       \
+                                                 AccOf<T>::type*);                                           \
+  template __global__ void tp_double_backward_kernel<T>(                                                     \
+      TPTables, const AccOf<T>::type*, TPGeom, const T*, const T*, const T*, const T*, const T*, const T*,    \
+      const T*, AccOf<T>::type*, AccOf<T>::type*, AccOf<T>::type*, AccOf<T>::type*);
+
+EQ_INST_TP(float)
+EQ_INST_TP(double)
+EQ_INST_TP(__half)
+EQ_INST_TP(__nv_bfloat16)
+template __global__ void tp_sum_rows_kernel<float>(const float*, i64, i64, float*);
+template __global__ void tp_sum_rows_kernel<double>(const double*, i64, i64, double*);
+
+#undef EQ_INST_TP
+
+// The host planner, so that it is compiled here too.
+TPPlan compile_check_plan() { return plan_tp(1000, 64, 5, 320, 4, 8, 128); }
+
+}  // namespace tpk
 }  // namespace equiops

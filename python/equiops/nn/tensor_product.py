@@ -146,6 +146,14 @@ class TensorProduct(torch.nn.Module):
             _backend.check_backend_name(backend)
         self.backend = backend
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # e3nn's state_dict also holds the constants of its generated code
+        # ("_compiled_main_left_right._w3j_1_1_1", ...); drop them so that a checkpoint of
+        # an e3nn model loads strictly into the same model with our products swapped in.
+        for key in [k for k in state_dict if k.startswith(prefix + "_compiled_main")]:
+            del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def problem(self) -> str:
         """The problem string the operators take (see :mod:`equiops.tp_problem`)."""
@@ -161,6 +169,8 @@ class TensorProduct(torch.nn.Module):
     # ------------------------------------------------------------------ weights
     def _prep_weights(self, weight) -> Tensor:
         name = type(self).__name__
+        if isinstance(weight, (list, tuple)) and len(weight) == 0 and self.weight_numel == 0:
+            weight = None
         if isinstance(weight, (list, tuple)):
             shapes = [ins.path_shape for ins in self.instructions if ins.has_weight]
             if len(weight) != len(shapes):
