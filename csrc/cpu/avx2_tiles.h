@@ -6,7 +6,8 @@
 // so each instruction set gets its own copy and no inline function is shared between
 // translation units compiled for different CPUs.
 // In-register transposes: r[q] holds column q of W rows on input, row q on output.
-inline void transpose(__m256* r) {
+// always_inline: called once per 8x8 tile, the call overhead was ~6% of a tensor-product backward.
+__attribute__((always_inline)) inline void transpose(__m256* r) {
   __m256 t[8], s[8];
   for (int q = 0; q < 8; q += 2) {
     t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
@@ -23,7 +24,7 @@ inline void transpose(__m256* r) {
     r[q + 4] = _mm256_permute2f128_ps(s[q], s[q + 4], 0x31);
   }
 }
-inline void transpose(__m256d* r) {
+__attribute__((always_inline)) inline void transpose(__m256d* r) {
   const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
   const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
   r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);

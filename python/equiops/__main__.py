@@ -61,6 +61,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--threads", type=int, default=None, help="CPU threads for both sides (default: torch's)")
     b.add_argument("--output", default=None, help="write results and environment as JSON")
     b.add_argument("--plot", default=None, help="draw a bar chart of speedups (PNG, needs matplotlib)")
+    b.add_argument("--tp-problems", default=None, help="tp: comma-separated problem names (default: all)")
+    b.add_argument("--tp-passes", default=None, help="tp: comma-separated from forward, backward, double (default: all)")
+    b.add_argument("--tp-compile-e3nn", default="auto", choices=("auto", "on", "off"),
+                   help="tp: also time e3nn under torch.compile (auto: on CUDA only)")
+    b.add_argument("--tp-budget", type=float, default=None,
+                   help="tp: start no new problem after this many seconds (the rest are listed as skipped)")
     sub.add_parser("info", help="which backends are built and usable, and why not")
     args = parser.parse_args(argv)
 
@@ -86,17 +92,45 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"cannot write {path!r} (missing folder or no permission)")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib (pip install matplotlib)")
+    tp_options = _tp_options(parser, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     try:
-        rows = runner.bench(ops, device, dtype, args.quick, args.backend, args.output, args.plot)
+        rows = runner.bench(ops, device, dtype, args.quick, args.backend, args.output, args.plot, tp_options)
     except Exception as exc:  # one line for the user; EQUIOPS_DEBUG=1 shows the traceback
         if os.environ.get("EQUIOPS_DEBUG") == "1":
             raise
         print(f"equiops bench: error: {type(exc).__name__}: {exc} (EQUIOPS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-    return 0 if all(r["pass"] for r in rows) else 1
+    # pass None: a baseline that could not be built or run (reported, not a failure).
+    return 0 if all(r["pass"] is not False for r in rows) else 1
+
+
+def _tp_options(parser, args) -> dict:
+    from equiops.bench import tensor_product as tp_bench
+
+    options = {}
+    if args.tp_problems:
+        names = [n.strip() for n in args.tp_problems.split(",") if n.strip()]
+        unknown = [n for n in names if n not in tp_bench.NAMES]
+        if unknown:
+            parser.error(f"--tp-problems: {unknown} unknown; choose from {tp_bench.NAMES}")
+        options["problems"] = names
+    if args.tp_passes:
+        alias = {"forward": "forward", "backward": "backward", "double": "force", "force": "force"}
+        names = [n.strip() for n in args.tp_passes.split(",") if n.strip()]
+        unknown = [n for n in names if n not in alias]
+        if unknown or not names:
+            parser.error(f"--tp-passes: {unknown or names} unknown; choose from forward, backward, double")
+        options["passes"] = [alias[n] for n in names]
+    if args.tp_compile_e3nn != "auto":
+        options["compile_e3nn"] = args.tp_compile_e3nn == "on"
+    if args.tp_budget is not None:
+        if args.tp_budget <= 0:
+            parser.error("--tp-budget must be a positive number of seconds")
+        options["budget_s"] = args.tp_budget
+    return options
 
 
 def _writable(path: str) -> bool:

@@ -15,9 +15,10 @@ import torch
 
 from . import harmonics as harmonics_bench
 from . import scatter as scatter_bench
+from . import tensor_product as tp_bench
 from .timing import copy_bandwidth, time_interleaved
 
-FAMILIES = ("scatter", "sh")  # grows as op families land (tp, conv, egnn, tfn, lieconv)
+FAMILIES = ("scatter", "sh", "tp")  # grows as op families land (conv, egnn, tfn, lieconv)
 
 # Float32 sums of ~16 N(0, 1) terms in another order differ from float64 by ~1e-6.
 _CHECK_TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
@@ -37,6 +38,10 @@ def environment(device: torch.device) -> Dict[str, object]:
         "commit": _git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "baselines": _baseline_versions(),
+        # Transparent huge pages for large CPU allocations (read by PyTorch at start-up;
+        # set by the user for every candidate alike, never by the benchmark).
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        "loadavg": _loadavg(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -62,6 +67,15 @@ def _baseline_versions() -> Dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return out
+
+
+def _loadavg() -> Optional[str]:
+    """The 1/5/15-minute load averages (Linux): other work on a shared machine skews CPU times."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return None
 
 
 def _git_commit() -> Optional[str]:
@@ -189,28 +203,176 @@ def run_harmonics(device: torch.device, dtype, quick: bool, backend: str) -> Lis
     return rows
 
 
-RUNNERS = {"scatter": run_scatter, "sh": run_harmonics}
+def _safe_call(fn):
+    """(result, None) or (None, "Error: message"); frees the GPU cache after a failure."""
+    try:
+        return fn(), None
+    except Exception as exc:  # noqa: BLE001 - reported in the row, never fatal
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
+
+
+def run_tp(
+    device: torch.device,
+    dtype,
+    quick: bool,
+    backend: str,
+    problems: Optional[List[str]] = None,
+    passes: Optional[List[str]] = None,
+    compile_e3nn: Optional[bool] = None,
+    budget_s: Optional[float] = None,
+) -> List[Dict[str, object]]:
+    """Tensor products (equiops.bench.tensor_product): ours against e3nn eager and, on a
+    GPU, e3nn compiled, cuEquivariance and OpenEquivariance; forward, fwd+bwd, force.
+
+    ``problems``/``passes`` select a subset; ``compile_e3nn`` (default: on CUDA only,
+    where it is e3nn's recommended mode; on the CPU compiling would dominate the run);
+    ``budget_s``: start no new problem after that many seconds (the skipped ones get a
+    row saying so), for the time-boxed GPU check."""
+    import time
+
+    rows: List[Dict[str, object]] = []
+    groups = [g for g in tp_bench.GROUPS if passes is None or g in passes]
+    compile_e3nn = device.type == "cuda" if compile_e3nn is None else compile_e3nn
+    probs = tp_bench.problems(quick, device, problems)
+    t_start = time.perf_counter()
+    for i, problem in enumerate(probs):
+        if budget_s is not None and time.perf_counter() - t_start > budget_s:
+            for p in probs[i:]:
+                rows.append({**_row("tp", p.label, "(not run)", "baseline", None, None, {}, None),
+                             "note": f"skipped: the {budget_s:.0f} s budget was spent"})
+            break
+        _progress(i, len(probs), f"tp {problem.label}")
+        rows += _run_tp_problem(problem, device, dtype, backend, groups, compile_e3nn, quick)
+    _progress(len(probs), len(probs), "done")
+    return rows
+
+
+def _run_tp_problem(problem, device, dtype, backend, groups, compile_e3nn, quick) -> List[Dict[str, object]]:
+    """Rows of one tensor-product problem. ``pass``: True, False (a wrong answer, or
+    ours failing to run) or None (a baseline that could not be built or run: the row
+    says why and has no time)."""
+    # 1. Float64 at a few rows, every candidate against the reference (e3nn eager).
+    small = problem.with_rows(tp_bench.CHECK_ROWS)
+    inputs64 = tp_bench.make_inputs(small, device, torch.float64)
+    ref = tp_bench.passes(tp_bench.reference_candidate(small, device), inputs64, groups)
+    expected64 = {g: fn() for g, fn in ref.items()}
+    cands64, errors = tp_bench.build(small, device, torch.float64, backend, compile_e3nn, check_only=True)
+    ok64: Dict[str, Optional[bool]] = {}  # None: the candidate could not run in float64
+    notes: Dict[str, str] = {}
+    for name, cand in cands64.items():
+        for group, fn in tp_bench.passes(cand, inputs64, groups).items():
+            key = name + tp_bench.SUFFIX[group]
+            got, err = _safe_call(fn)
+            if err:
+                ok64[key], notes[key] = None, f"float64 check: {err}"
+            else:
+                expected = tp_bench.in_layout(expected64[group], group, cand)
+                ok64[key] = tp_bench.agree(got, expected, tp_bench.CHECK_TOL_F64)
+    del cands64, inputs64, ref, expected64
+
+    # 2. The timed size and dtype: the first call checks against e3nn eager and warms up.
+    inputs = tp_bench.make_inputs(problem, device, dtype)
+    cands, build_errors = tp_bench.build(problem, device, dtype, backend, compile_e3nn)
+    errors.update(build_errors)
+    tol = tp_bench.TIMED_TOL.get(dtype, 1e-2)
+    fns: Dict[str, object] = {}
+    entries = []  # (group, key, kind, pass)
+    for group in groups:
+        per = {name: tp_bench.passes(c, inputs, (group,))[group] for name, c in cands.items()}
+        if group == "force":
+            per.pop("e3nn compiled", None)  # PyTorch cannot compile a double backward
+        reference = None
+        for name in sorted(per, key=lambda n: n != "e3nn"):  # e3nn eager first: the reference
+            cand, key = cands[name], name + tp_bench.SUFFIX[group]
+            got, err = _safe_call(per[name])
+            if err:
+                notes[key] = err
+                entries.append((group, key, cand.kind, False if cand.kind == "ours" else None))
+                continue
+            if name == "e3nn":
+                reference = got
+            checked = ok64.get(key) if cand.checked_f64 else None
+            if checked is None and cand.kind == "ours":
+                checked = False  # ours must pass the float64 check
+            ok = checked is not False
+            if reference is not None and name != "e3nn":
+                ok = ok and tp_bench.agree(got, tp_bench.in_layout(reference, group, cand), tol)
+            del got
+            entries.append((group, key, cand.kind, ok))
+            if ok:
+                fns[key] = per[name]
+        del reference
+    if device.type == "cuda":
+        times = time_interleaved(fns, device, repeats=5 if quick else 10, warmup=1)
+    else:
+        times = time_interleaved(fns, device, repeats=3 if quick else 5, warmup=0)
+
+    rows: List[Dict[str, object]] = []
+    moved = tp_bench.bytes_moved(problem, dtype)
+
+    def add(group, name, kind, ref_name, status):
+        row = _row("tp", problem.label, name, kind, ref_name, status, times, moved if group == "forward" else None)
+        t = times.get(name)
+        row["gflop_per_s"] = tp_bench.flops(problem, group) / t["median_s"] / 1e9 if t else None
+        row["rows"] = problem.rows
+        if name in notes:
+            row["note"] = notes[name]
+        rows.append(row)
+
+    for group in groups:
+        mine = [e for e in entries if e[0] == group]
+        baselines = [key for _, key, kind, _ in mine if kind != "ours"]
+        for _, key, kind, ok in mine:
+            if kind == "ours":
+                for ref_name in [b for b in baselines if b in times] or [None]:
+                    add(group, key, "ours", ref_name, ok)
+        for _, key, kind, ok in mine:
+            if kind != "ours":
+                add(group, key, "baseline", None, ok)
+    for name, err in errors.items():
+        rows.append({**_row("tp", problem.label, name, "baseline", None, None, {}, None), "note": f"not built: {err}"})
+    return rows
+
+
+RUNNERS = {"scatter": run_scatter, "sh": run_harmonics, "tp": run_tp}
+
+
+def _status(r) -> str:
+    return {True: "ok", False: "WRONG", None: "error"}[r["pass"]]
 
 
 def format_table(rows: List[Dict[str, object]]) -> str:
-    header = ("op", "problem", "variant", "pass", "ms", "baseline", "base ms", "speedup", "GB/s")
+    header = ["op", "problem", "variant", "pass", "ms", "baseline", "base ms", "speedup", "GB/s"]
+    flops = any(r.get("gflop_per_s") is not None for r in rows)
+    notes = any(r.get("note") for r in rows)
+    if flops:
+        header.append("GFLOP/s")
+    if notes:
+        header.append("note")
     lines = []
     for r in rows:
-        lines.append((
+        line = [
             str(r["op"]),
             str(r["problem"]),
             str(r["variant"]),
-            "ok" if r["pass"] else "WRONG",
+            _status(r),
             f"{r['median_ms']:.3f}" if r["median_ms"] is not None else "-",
             str(r["baseline"] or "-") if r["kind"] == "ours" else "-",
             f"{r['baseline_ms']:.3f}" if (r["baseline_ms"] is not None and r["kind"] == "ours") else "-",
             f"{r['speedup']:.2f}x" if (r["speedup"] is not None and r["kind"] == "ours") else "-",
             f"{r['gb_per_s']:.1f}" if r["gb_per_s"] is not None else "-",
-        ))
+        ]
+        if flops:
+            line.append(f"{r['gflop_per_s']:.1f}" if r.get("gflop_per_s") is not None else "-")
+        if notes:
+            line.append(str(r.get("note") or ""))
+        lines.append(tuple(line))
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*line) for line in lines]
+    out += [fmt.format(*line).rstrip() for line in lines]
     return "\n".join(out)
 
 
@@ -233,11 +395,25 @@ def plot(rows: List[Dict[str, object]], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def bench(ops: List[str], device: torch.device, dtype, quick: bool, backend: str, output: Optional[str], plot_path: Optional[str]) -> List[Dict[str, object]]:
+def bench(
+    ops: List[str],
+    device: torch.device,
+    dtype,
+    quick: bool,
+    backend: str,
+    output: Optional[str],
+    plot_path: Optional[str],
+    tp_options: Optional[Dict[str, object]] = None,
+) -> List[Dict[str, object]]:
+    """``tp_options``: keyword arguments of :func:`run_tp` (problems, passes, compile_e3nn, budget_s)."""
     rows: List[Dict[str, object]] = []
+    load_at_start = _loadavg()
     for family in ops:
-        rows += RUNNERS[family](device, dtype, quick, backend)
-    result = {"environment": environment(device), "dtype": str(dtype), "quick": quick, "backend": backend, "results": rows}
+        extra = (tp_options or {}) if family == "tp" else {}
+        rows += RUNNERS[family](device, dtype, quick, backend, **extra)
+    env = environment(device)
+    env["loadavg_at_start"], env["loadavg_at_end"] = load_at_start, env.pop("loadavg")
+    result = {"environment": env, "dtype": str(dtype), "quick": quick, "backend": backend, "results": rows}
     if device.type == "cuda":
         result["copy_bandwidth_GBps"] = copy_bandwidth(device) / 1e9
     if output:
