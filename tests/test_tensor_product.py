@@ -1068,3 +1068,33 @@ def test_multiplicity_zero(backend):
         x, y = _randn(3, ours.irreps_in1.dim, seed=1), _randn(3, ours.irreps_in2.dim, seed=2)
         w = _randn(*(() if shared else (3,)), ours.weight_numel, seed=3)
         _compare(_derivatives(ours, x, y, w), _derivatives(theirs, x, y, w), what=f"shared={shared}")
+
+
+# ------------------------------------------------------------------ pooled outputs
+def test_large_outputs_from_the_pool_are_fully_written():
+    """Outputs of >= 4 MB come from a pool of reused blocks (csrc/cpu/host_pool.h): a
+    reused block holds the previous call's values, so every element (unwritten output
+    columns, every gradient) must be written again."""
+    # One output block no path writes ("4x2o"), so its zeros must be stored explicitly.
+    m = equiops.TensorProduct(
+        "8x0e+8x1o", "0e+1o", "8x0e+8x1o+4x2o", [(0, 0, 0, "uvu", True), (1, 1, 0, "uvu", True), (1, 0, 1, "uvu", True)],
+        shared_weights=False, internal_weights=False, backend="cpu",
+    )
+    N = 40000  # out: 40000 x 52 float32 = 8.3 MB; x1: 5.1 MB
+    ref = equiops.TensorProduct(m.irreps_in1, m.irreps_in2, m.irreps_out, [i[:5] for i in m.instructions],
+                                shared_weights=False, internal_weights=False, backend="torch")
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x, y, w, go = (torch.randn(N, d, generator=g) * (seed + 1) for d in (m.irreps_in1.dim, 4, m.weight_numel,
+                                                                            m.irreps_out.dim))
+        xs, ys, ws = (t.clone().requires_grad_() for t in (x, y, w))
+        out = m(xs, ys, ws)
+        expected = ref(x, y, w)
+        assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5 * (seed + 1) ** 3)
+        assert torch.all(out[:, -20:] == 0)
+        grads = torch.autograd.grad(out, (xs, ys, ws), go)
+        xr, yr, wr = (t.clone().requires_grad_() for t in (x, y, w))
+        grads_ref = torch.autograd.grad(ref(xr, yr, wr), (xr, yr, wr), go)
+        for a, b in zip(grads, grads_ref):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+        del out, grads  # their blocks go back to the pool for the next seed

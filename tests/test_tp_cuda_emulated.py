@@ -26,6 +26,7 @@ import torch
 
 from equiops.reference.tensor_product import tensor_product as ref
 from equiops.tp_problem import build_problem
+from tp_cases import ALL_MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 EMU_DIR = ROOT / "tests" / "cuda_emulation"
@@ -144,29 +145,7 @@ def _problems():
             ],
         ),
         # Every mode, weighted and unweighted, several paths per output block, a path weight.
-        "modes": build_problem(
-            "3x0e+3x1o",
-            "3x0e+3x1o",
-            "3x0e+3x1o+9x1e+3x1e+2x2e+4x0e+1x0e",
-            [
-                (0, 0, 5, "uvw", True),
-                (1, 1, 4, "uvw", True),
-                (0, 1, 1, "uvu", True),
-                (1, 0, 1, "uvv", False),
-                (1, 1, 0, "uuw", True),
-                (1, 1, 3, "uuu", True),
-                (1, 1, 2, "uvuv", True),
-                (1, 1, 3, "uvu<v", True),
-                (0, 0, 0, "u<vw", True),
-                (1, 1, 0, "uvu", False),
-                (0, 1, 1, "uvv", True, 0.5),
-                (1, 1, 6, "uuw", False),
-                (1, 1, 3, "uuu", False),
-                (1, 1, 2, "uvuv", False),
-                (1, 1, 3, "uvu<v", False),
-                (1, 1, 4, "u<vw", True),
-            ],
-        ),
+        "modes": build_problem(*ALL_MODES),
         # Many channel pairs: one row's pairs do not fit shared memory at once (several
         # chunks per path in every kernel and dtype).
         "chunked": build_problem(

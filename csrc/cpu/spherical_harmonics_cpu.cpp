@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "equiops/checks.h"
 #include "sh_tables.h"
 
@@ -136,21 +137,6 @@ void check_rows(const at::Tensor& t, const at::Tensor& x, int64_t cols, const ch
                    x.scalar_type(), " like x, got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.dim() == 2 && t.size(0) == x.size(0) && t.size(1) == cols, kOp, ": ", name,
                     " must have shape (", x.size(0), ", ", cols, "), got ", t.sizes());
-}
-
-// EQUIOPS_CPU_ISA=generic forces the baseline kernels (tests use it to cover them on
-// AVX2 machines).
-bool cpu_has_avx2() {
-#ifdef EQUIOPS_SH_HAVE_AVX2
-  static const bool avx2 = [] {
-    const char* isa = std::getenv("EQUIOPS_CPU_ISA");
-    if (isa != nullptr && std::string(isa) == "generic") return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return avx2;
-#else
-  return false;
-#endif
 }
 
 // The AVX2 kernels where the CPU has AVX2 and FMA, else the baseline build's.

@@ -17,12 +17,11 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu_isa.h"
+#include "host_pool.h"
 #include "equiops/checks.h"
 #include "tp_cpu.h"
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 namespace equiops {
 namespace cpu {
@@ -32,19 +31,6 @@ constexpr const char* kOp = "equiops.tensor_product";
 // Ranges the rows are split into when a broadcast input's gradient is reduced: fixed,
 // so the summation order never depends on the thread count.
 constexpr int64_t kReduceRanges = 16;
-
-bool cpu_has_avx2() {
-#ifdef EQUIOPS_TP_HAVE_AVX2
-  static const bool avx2 = [] {
-    const char* isa = std::getenv("EQUIOPS_CPU_ISA");
-    if (isa != nullptr && std::string(isa) == "generic") return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return avx2;
-#else
-  return false;
-#endif
-}
 
 template <typename T>
 tp::KernelSet<T> kernels() {
@@ -147,32 +133,6 @@ tp::Call<T> make_call(const Prepared& P) {
   return c;
 }
 
-// With EQUIOPS_HUGE_PAGES=1, asks Linux to back a freshly allocated output with
-// transparent huge pages. The outputs are large (MACE-medium, 10,000 rows: 133 MB) and
-// written once, so first-touch page faults can cost more than the kernel: on the
-// project's 2-core VMs a fresh 133 MB output took ~51 ms with 4 kB pages and ~15 ms with
-// 2 MB pages in a loop of tensor products alone. Off by default: interleaved with other
-// ops that allocate 4 kB pages (an e3nn product in the benchmark), every call had to
-// compact memory again and took ~150 ms. PyTorch's own THP_MEM_ALLOC_ENABLE=1 backs
-// every large allocation with huge pages, which avoids that mix.
-void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  static const bool enabled = [] {
-    const char* v = std::getenv("EQUIOPS_HUGE_PAGES");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  if (!enabled) return;
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const size_t bytes = t.numel() * t.element_size();
-  if (bytes < 4 * kHuge) return;
-  const uintptr_t p = (uintptr_t)t.data_ptr();
-  const uintptr_t a = (p + kHuge - 1) & ~(kHuge - 1), b = (p + bytes) & ~(kHuge - 1);
-  if (b > a) madvise((void*)a, b - a, MADV_HUGEPAGE);
-#else
-  (void)t;
-#endif
-}
-
 // Zeroes the output columns no path writes (the kernels store only written blocks).
 void zero_unwritten(at::Tensor& out, const tp::Problem& prob) {
   std::vector<char> written((size_t)prob.dim_out, 0);
@@ -234,8 +194,7 @@ void run(const tp::Call<T>& c, K kernel, int64_t d1, int64_t d2, int64_t dw, at:
 at::Tensor tp_forward(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& weight,
                       c10::string_view problem, c10::string_view backend) {
   const Prepared P = prepare(x1, x2, weight, problem, backend);
-  at::Tensor out = at::empty({P.N, P.prob->dim_out}, P.x1.options());
-  advise_huge_pages(out);
+  at::Tensor out = HostPool::get().empty({P.N, P.prob->dim_out}, P.x1.options());
   AT_DISPATCH_FLOATING_TYPES(P.x1.scalar_type(), "equiops_tensor_product", [&] {
     tp::Call<scalar_t> c = make_call<scalar_t>(P);
     c.out = out.data_ptr<scalar_t>();
@@ -253,9 +212,7 @@ struct GradOuts {
 
 GradOuts grad_outputs(const Prepared& P, bool n1, bool n2, bool nw) {
   auto like = [&](const at::Tensor& t, bool need) {
-    at::Tensor g = need ? at::empty_like(t) : at::empty({0}, t.options());
-    advise_huge_pages(g);
-    return g;
+    return need ? HostPool::get().empty(t.sizes(), t.options()) : at::empty({0}, t.options());
   };
   return {like(P.x1, n1), like(P.x2, n2), like(P.w, nw)};
 }
@@ -318,8 +275,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tp_double_backward(
   const at::Tensor y2 = opt(gg2, P.x2, P.prob->dim2, "gg_x2");
   const at::Tensor yw = opt(ggw, P.w, P.prob->dim_w, "gg_weight");
   const at::Tensor go = grad_out.contiguous();
-  at::Tensor ggo = at::empty({P.N, P.prob->dim_out}, P.x1.options());
-  advise_huge_pages(ggo);
+  at::Tensor ggo = HostPool::get().empty({P.N, P.prob->dim_out}, P.x1.options());
   GradOuts g = grad_outputs(P, true, true, true);
   AT_DISPATCH_FLOATING_TYPES(P.x1.scalar_type(), "equiops_tensor_product_double_backward", [&] {
     tp::Call<scalar_t> c = make_call<scalar_t>(P);

@@ -305,19 +305,54 @@ inline void stream(int G, int m, const Vec<T>* a, const int* idx, const Vec<T>* 
 // sum_u x[u * sx] * y[u * sy], four accumulators (the FMA latency, not the loads, would
 // bound a single chain), combined in a fixed order.
 template <typename T>
-inline Vec<T> dot_strided(int m, const Vec<T>* x, int sx, const Vec<T>* y, int sy) {
+inline Vec<T> dot_strided(int m, const Vec<T>* x, int sx_, const Vec<T>* y, int sy_) {
+  const int64_t sx = sx_, sy = sy_;
   Vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
   int u = 0;
-  for (; u + 4 <= m; u += 4) {
-    a0 += x[(int64_t)u * sx] * y[(int64_t)u * sy];
-    a1 += x[(int64_t)(u + 1) * sx] * y[(int64_t)(u + 1) * sy];
-    a2 += x[(int64_t)(u + 2) * sx] * y[(int64_t)(u + 2) * sy];
-    a3 += x[(int64_t)(u + 3) * sx] * y[(int64_t)(u + 3) * sy];
+  for (; u + 4 <= m; u += 4, x += 4 * sx, y += 4 * sy) {
+    a0 += x[0] * y[0];
+    a1 += x[sx] * y[sy];
+    a2 += x[2 * sx] * y[2 * sy];
+    a3 += x[3 * sx] * y[3 * sy];
   }
-  for (; u < m; ++u) a0 += x[(int64_t)u * sx] * y[(int64_t)u * sy];
+  for (; u < m; ++u, x += sx, y += sy) a0 += x[0] * y[0];
   return (a0 + a1) + (a2 + a3);
 }
 
+// acc[u] += go[u * ds] * sum_{g < G} a[g] * src[u * ss + idx[g]] for u < m (the weight
+// gradient's <grad_out, z> for one k group; G known: unrolled).
+template <typename T, int G>
+inline void stream_dot_groups(int m, const Vec<T>* a, const int* idx, const Vec<T>* src, int ss, const Vec<T>* go,
+                              int ds, Vec<T>* acc) {
+  Vec<T> av[G];
+  int ix[G];
+  for (int g = 0; g < G; ++g) {
+    av[g] = a[g];
+    ix[g] = idx[g];
+  }
+  for (int u = 0; u < m; ++u) {
+    const Vec<T>* sr = src + (int64_t)u * ss;
+    Vec<T> z = av[0] * sr[ix[0]];
+    for (int g = 1; g < G; ++g) z += av[g] * sr[ix[g]];
+    acc[u] += go[(int64_t)u * ds] * z;
+  }
+}
+
+template <typename T>
+inline void stream_dot(int G, int m, const Vec<T>* a, const int* idx, const Vec<T>* src, int ss, const Vec<T>* go,
+                       int ds, Vec<T>* acc) {
+  switch (G) {
+    case 0: return;
+    case 1: return stream_dot_groups<T, 1>(m, a, idx, src, ss, go, ds, acc);
+    case 2: return stream_dot_groups<T, 2>(m, a, idx, src, ss, go, ds, acc);
+    case 3: return stream_dot_groups<T, 3>(m, a, idx, src, ss, go, ds, acc);
+    case 4: return stream_dot_groups<T, 4>(m, a, idx, src, ss, go, ds, acc);
+    default:
+      // z is linear in the group's terms: split into parts of at most 4.
+      for (int g0 = 0; g0 < G; g0 += 4)
+        stream_dot<T>(std::min(4, G - g0), m, a + g0, idx + g0, src, ss, go, ds, acc);
+  }
+}
 
 // uvu forward: out[u, k] += c W[u, v] sum_s A_v[s] x1[u, i_s], as Y = c W x1 (per v)
 // followed by one stream per k group.
@@ -384,13 +419,7 @@ inline void uvu_backward(const Path& p, const Vec<T>* GO, const Vec<T>* X1, cons
       for (int u = 0; u < m1; ++u) sc.GWu[u] = Vec<T>{};
       for (int k = 0; k < dk; ++k) {
         const int s0 = p.k_begin[k], G = p.k_begin[k + 1] - s0;
-        if (G == 0) continue;
-        for (int u = 0; u < m1; ++u) {
-          const Vec<T>* x = X1 + (int64_t)u * d1;
-          Vec<T> z = sc.A[s0] * x[p.s_i[s0]];
-          for (int g = 1; g < G; ++g) z += sc.A[s0 + g] * x[p.s_i[s0 + g]];
-          sc.GWu[u] += GO[(int64_t)u * dk + k] * z;
-        }
+        stream_dot<T>(G, m1, sc.A + s0, p.s_i.data() + s0, X1, d1, GO + k, dk, sc.GWu);
       }
       for (int u = 0; u < m1; ++u) GW[(int64_t)u * p.m2 + v] += c * sc.GWu[u];
     }
