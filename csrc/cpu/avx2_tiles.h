@@ -40,6 +40,8 @@ inline __m256i tail_mask(double*, int rem) {
 }
 inline void store_part(float* p, __m256 v, __m256i m) { _mm256_maskstore_ps(p, m, v); }
 inline void store_part(double* p, __m256d v, __m256i m) { _mm256_maskstore_pd(p, m, v); }
+inline void stream_store(float* p, __m256 v) { _mm256_stream_ps(p, v); }
+inline void stream_store(double* p, __m256d v) { _mm256_stream_pd(p, v); }
 inline __m256 load_part(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
 inline __m256d load_part(const double* p, __m256i m) { return _mm256_maskload_pd(p, m); }
 template <typename T>

@@ -130,6 +130,8 @@ tp::Call<T> make_call(const Prepared& P) {
   c.x1 = in_of<T>(P.x1);
   c.x2 = in_of<T>(P.x2);
   c.w = in_of<T>(P.w);
+  // Outputs too large to stay in cache go around it (see store_cols).
+  c.nt = P.N * (P.prob->dim_out + P.prob->dim1) * (int64_t)sizeof(T) >= (int64_t(8) << 20);
   return c;
 }
 

@@ -44,6 +44,8 @@ struct Call {
   T* g1 = nullptr;
   T* g2 = nullptr;
   T* gw = nullptr;
+  // Non-temporal stores for the outputs (set for large, write-once outputs).
+  bool nt = false;
 };
 
 // One range's partial sums of the gradients of broadcast inputs: (dim1), (dim2),
