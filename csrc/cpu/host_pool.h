@@ -11,7 +11,8 @@
 // share blocks, wasting at most 12.5%.
 //
 // Only blocks of at least 4 MB are pooled; at most EQUIOPS_CPU_POOL_MB megabytes are
-// kept (default 1024; 0 turns the pool off); anything beyond is freed at once. The
+// kept (default 1024; 0 turns the pool off): a returned block evicts blocks of other
+// sizes to fit, and one larger than the whole cap is freed at once. The
 // tensors are ordinary CPU tensors (at::from_blob with a deleter that returns the block),
 // except that their storage cannot be resized.
 #pragma once
@@ -77,16 +78,31 @@ class HostPool {
     return p;
   }
 
+  // Keeps the block if it fits under the cap, first evicting blocks of other sizes: the
+  // pool follows the sizes in use now (a model's layers, this batch) instead of staying
+  // full of the sizes an earlier phase used.
   void give_back(void* p, size_t bytes) {
+    std::vector<void*> evicted;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (cached_ + bytes <= cap_) {
-        free_[bytes].push_back(p);
-        cached_ += bytes;
-        return;
+      if (bytes <= cap_) {
+        for (auto it = free_.begin(); it != free_.end() && cached_ + bytes > cap_; ++it) {
+          if (it->first == bytes) continue;
+          while (!it->second.empty() && cached_ + bytes > cap_) {
+            evicted.push_back(it->second.back());
+            it->second.pop_back();
+            cached_ -= it->first;
+          }
+        }
+        if (cached_ + bytes <= cap_) {
+          free_[bytes].push_back(p);
+          cached_ += bytes;
+          p = nullptr;
+        }
       }
     }
-    std::free(p);
+    for (void* q : evicted) std::free(q);
+    if (p != nullptr) std::free(p);
   }
 
   std::mutex mu_;
