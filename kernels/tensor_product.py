@@ -653,14 +653,22 @@ def _check(x1: Tensor, x2: Tensor, weight: Tensor, prob: TPProblem) -> int:
             raise ValueError(f"{name} must be (rows, {d}), got {tuple(t.shape)}")
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
-        if t.dtype != x1.dtype or t.device != x1.device:
-            raise ValueError("x1, x2 and weight must share dtype and device")
+        if t.dtype != x1.dtype:
+            raise TypeError(f"{name} must have dtype {x1.dtype} like x1, got {t.dtype}")
+        if t.device != x1.device:
+            raise ValueError(f"{name} must be on {x1.device} like x1, got {t.device}")
     if x1.dtype not in _ACC:
         raise TypeError(f"unsupported dtype {x1.dtype}")
-    N = max(x1.shape[0], x2.shape[0], weight.shape[0])
+    # N: the first row count other than 1 (0 included: an empty batch with a broadcast
+    # input, e.g. shared weights, has N = 0), as the C++ kernels decide it.
+    N, first = 1, None
     for t, name in ((x1, "x1"), (x2, "x2"), (weight, "weight")):
-        if t.shape[0] not in (1, N):
-            raise ValueError(f"{name} has {t.shape[0]} rows; expected 1 or {N}")
+        if t.shape[0] == 1:
+            continue
+        if first is None:
+            N, first = t.shape[0], name
+        elif t.shape[0] != N:
+            raise ValueError(f"{name} has {t.shape[0]} rows but {first} has {N}; every input must have 1 or N rows")
     return N
 
 

@@ -237,8 +237,9 @@ def _bench_pair(label, backend):
 @pytest.mark.parametrize("label", list(CHANNELWISE) + list(FULLY_CONNECTED))
 def test_benchmark_problems_match_e3nn(label):
     """Reference and CPU kernels against e3nn (weights copied): outputs, first derivatives
-    w.r.t. x, y, weight, and second derivatives, float64, 3 rows."""
-    N = 3
+    w.r.t. x, y, weight, and second derivatives, float64, 5 rows (one full 4-row chunk of
+    the float64 kernels and a partial one)."""
+    N = 5
     results = {}
     for backend in BACKENDS:
         theirs, ours, shared = _bench_pair(label, backend)
@@ -376,7 +377,7 @@ def test_random_problems_match_e3nn(irrep_normalization, path_normalization, pro
 def test_float32_matches_float64(label):
     """float32 (kernels and reference) against the float64 reference, relative to each
     result's largest magnitude: outputs, first and second derivatives."""
-    N = 4
+    N = 19  # two full 8-row float32 chunks and a partial one
     if label == "mixed":
         make, shared = (lambda b: _mixed(b, shared=False)), False
     else:
@@ -885,12 +886,35 @@ def test_our_subclasses_build_e3nn_instructions():
         x, y = _randn(3, ours.irreps_in1.dim, seed=1), _randn(3, ours.irreps_in2.dim, seed=2)
         w = _randn(ours.weight_numel, seed=3) if ours.weight_numel else None
         _assert_rel(ours(x, y, w), theirs(x, y, w))
-    # ChannelWise: NequIP's creation order (sort_outputs=False)
+    # ChannelWise, creation order (sort_outputs=False): neither outputs nor instructions sorted
     ours = equiops.ChannelWiseTensorProduct("4x0e+4x1o", "0e+1o", "4x0e+4x1o+4x1e", sort_outputs=False)
     assert str(ours.irreps_out) == "4x0e+4x1o+4x1o+4x0e+4x1e"
     assert [i[:4] for i in ours.instructions] == [(0, 0, 0, "uvu"), (0, 1, 1, "uvu"), (1, 0, 2, "uvu"),
                                                   (1, 1, 3, "uvu"), (1, 1, 4, "uvu")]
     assert not ours.shared_weights and not ours.internal_weights
+    # NequIP's layout, written out as nequip.nn.InteractionBlock builds it with e3nn's
+    # Irreps: outputs sorted, instructions (and so the weights) in creation order.
+    o3 = _o3()
+    in1, in2, keep = o3.Irreps("4x0e+4x1o+2x2e"), o3.Irreps("0e+1o+2e"), o3.Irreps("4x0e+4x1o+4x1e+2x2e")
+    mid, ins = [], []
+    for i, (mul, ir_in) in enumerate(in1):
+        for j, (_, ir_edge) in enumerate(in2):
+            for ir_out in ir_in * ir_edge:
+                if ir_out in keep:
+                    ins.append((i, j, len(mid), "uvu", True))
+                    mid.append((mul, ir_out))
+    mid, p, _ = o3.Irreps(mid).sort()
+    ins = [(a, b, p[c], m, t) for a, b, c, m, t in ins]
+    ours = equiops.ChannelWiseTensorProduct(in1, in2, keep, layout="nequip", backend="cpu")
+    assert ours.irreps_out == mid and [tuple(i[:5]) for i in ours.instructions] == ins
+    assert [tuple(i[:5]) for i in ours.instructions] != [
+        tuple(i[:5]) for i in equiops.ChannelWiseTensorProduct(in1, in2, keep).instructions
+    ]  # this case tells the two layouts apart
+    theirs = _e3nn(in1, in2, mid, ins, shared_weights=False, internal_weights=False)
+    x, y, w = _randn(5, in1.dim, seed=1), _randn(5, in2.dim, seed=2), _randn(5, ours.weight_numel, seed=3)
+    _assert_rel(ours(x, y, w), theirs(x, y, w))
+    with pytest.raises(ValueError, match="layout must be one of"):
+        equiops.ChannelWiseTensorProduct(in1, in2, keep, layout="allegro")
 
 
 class _SelfTP(torch.nn.Module):
@@ -1098,3 +1122,27 @@ def test_large_outputs_from_the_pool_are_fully_written():
         for a, b in zip(grads, grads_ref):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
         del out, grads  # their blocks go back to the pool for the next seed
+
+
+def test_right_matches_e3nn():
+    o3 = _o3()
+    for shared in (True, False):
+        theirs = _e3nn("2x0e+2x1o", "0e+1o", "2x0e+1x1o+1x1e", [(0, 1, 1, "uvw", True), (1, 1, 0, "uvu", True),
+                                                                (1, 1, 2, "uvv", False)],
+                       shared_weights=shared, internal_weights=False, compile_right=True)
+        assert isinstance(theirs, o3.TensorProduct)
+        ours = equiops.from_e3nn(theirs, backend="cpu")
+        y = _randn(5, 4, seed=1)
+        w = _randn(theirs.weight_numel, seed=2) if shared else _randn(5, theirs.weight_numel, seed=2)
+        _assert_rel(ours.right(y, w), theirs.right(y, w))
+        x = _randn(5, ours.irreps_in1.dim, seed=3)
+        _assert_rel(torch.einsum("nik,ni->nk", ours.right(y, w), x), ours(x, y, w))
+
+
+def test_replace_keeps_shared_modules_tied_and_from_e3nn_keeps_dtype():
+    with _default_dtype(torch.float64):
+        shared = _o3().FullyConnectedTensorProduct("2x0e+1x1o", "0e+1o", "2x0e+1x1o")
+    model = torch.nn.ModuleDict({"a": torch.nn.ModuleList([shared]), "b": torch.nn.Sequential(shared)})
+    model, n = equiops.replace_e3nn_tensor_products(model)
+    assert n == 1 and model["a"][0] is model["b"][0]
+    assert model["a"][0].weight.dtype == torch.float64 and model["a"][0].output_mask.dtype == torch.float64

@@ -271,6 +271,12 @@ def test_unweighted_only_and_empty():
     assert [t.shape for t in K.backward(e[2], e[0], e[1], w0, problem)] == [(0, prob.dim1), (0, prob.dim2), (0, 0)]
     got = K.double_backward(e[0], e[1], None, e[2], e[0], e[1], w0, problem)
     assert [t.shape for t in got] == [(0, prob.dim_out), (0, prob.dim1), (0, prob.dim2), (0, 0)]
+    # An empty batch with a broadcast input (shared weights, one x2 row) has N = 0.
+    w1 = torch.zeros(1, prob.dim_w, dtype=torch.float64, device=DEV)
+    assert K.forward(e[0], e[1], w1, problem).shape == (0, prob.dim_out)
+    assert K.forward(e[0], e[1][:1].new_zeros(1, prob.dim2), w1, problem).shape == (0, prob.dim_out)
+    g1, g2, gw = K.backward(e[2], e[0], e[1], w1, problem, (True, True, True))
+    assert g1.shape == (0, prob.dim1) and gw.shape == (1, prob.dim_w) and not gw.any()
 
 
 def test_reduction_deterministic(monkeypatch):

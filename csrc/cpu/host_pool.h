@@ -64,8 +64,15 @@ class HostPool {
   }
 
   HostPool() {
+    // Megabytes; anything but a plain non-negative number (up to 1 TB) turns the pool off.
     const char* v = std::getenv("EQUIOPS_CPU_POOL_MB");
-    cap_ = (size_t)(v != nullptr ? std::atoll(v) : 1024) << 20;
+    long long mb = 1024;
+    if (v != nullptr) {
+      char* end = nullptr;
+      mb = std::strtoll(v, &end, 10);
+      if (end == v || *end != '\0' || mb < 0 || mb > (1LL << 20)) mb = 0;
+    }
+    cap_ = (size_t)mb << 20;
   }
 
   void* take(size_t bytes) {

@@ -261,6 +261,18 @@ class TensorProduct(torch.nn.Module):
         out = self._run(x2d, y2d, w2d)
         return out.reshape(tuple(out_lead) + (self.irreps_out.dim,))
 
+    def right(self, y: Tensor, weight: Optional[Union[Tensor, List[Tensor]]] = None) -> Tensor:
+        """e3nn's ``right``: the operator ``(..., irreps_in1.dim, irreps_out.dim)`` with
+        ``out = einsum("...ik,...i->...k", right(y), x)``: the product evaluated on the
+        basis vectors of ``irreps_in1`` (one broadcast call)."""
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{type(self).__name__}: y must be a tensor, got {type(y).__name__}")
+        eye = torch.eye(self.irreps_in1.dim, dtype=y.dtype, device=y.device)
+        w = self._prep_weights(weight)
+        if not self.shared_weights and w.numel() > 0:
+            w = w.unsqueeze(-2)
+        return self.forward(eye, y.unsqueeze(-2), w if weight is not None or not self.internal_weights else None)
+
     def _set_coefficients(self, coefs: List[float]) -> None:
         """Replaces the normalized path coefficients, one per instruction (from_e3nn)."""
         prob = decode(self._problem)
@@ -367,12 +379,27 @@ class FullTensorProduct(TensorProduct):
         super().__init__(in1, in2, out, instr, irrep_normalization=irrep_normalization, **kwargs)
 
 
-def channelwise_instructions(irreps_in1, irreps_in2, filter_irreps_out, sort_outputs: bool = True):
+CHANNELWISE_LAYOUTS = ("mace", "nequip", "creation")
+
+
+def channelwise_instructions(irreps_in1, irreps_in2, filter_irreps_out, sort_outputs: bool = True, layout=None):
     """The channel-wise ("uvu") instructions and output irreps of NequIP / MACE
     convolutions: one output ``(mul_in1, ir)`` per pair of input irreps and each ``ir``
-    in their product that ``filter_irreps_out`` contains. ``sort_outputs=True`` sorts
-    the outputs and the instructions by output (MACE's layout); ``False`` keeps creation
-    order (NequIP's). Returns ``(irreps_out, instructions)``."""
+    in their product that ``filter_irreps_out`` contains, created in input order.
+
+    ``layout`` orders them as the models do:
+
+    * ``"mace"``: outputs sorted, instructions (so the weights) sorted by output;
+    * ``"nequip"``: outputs sorted, instructions (and weights) in creation order, as
+      ``nequip.nn.InteractionBlock`` builds them;
+    * ``"creation"``: neither sorted.
+
+    Without ``layout``, ``sort_outputs=True`` means ``"mace"`` and ``False``
+    ``"creation"``. Returns ``(irreps_out, instructions)``."""
+    if layout is None:
+        layout = "mace" if sort_outputs else "creation"
+    if layout not in CHANNELWISE_LAYOUTS:
+        raise ValueError(f"layout must be one of {CHANNELWISE_LAYOUTS}, got {layout!r}")
     in1, in2 = Irreps(irreps_in1), Irreps(irreps_in2)
     keep = [ir for _, ir in Irreps(filter_irreps_out)]
     out, instr = [], []
@@ -383,19 +410,22 @@ def channelwise_instructions(irreps_in1, irreps_in2, filter_irreps_out, sort_out
                     instr.append((i1, i2, len(out), "uvu", True))
                     out.append((mul, ir))
     out = Irreps(out)
-    if sort_outputs:
+    if layout != "creation":
         out, p, _ = out.sort()
-        instr = sorted([(a, b, p[c], m, t) for a, b, c, m, t in instr], key=lambda ins: ins[2])
+        instr = [(a, b, p[c], m, t) for a, b, c, m, t in instr]
+        if layout == "mace":
+            instr = sorted(instr, key=lambda ins: ins[2])
     return out, instr
 
 
 class ChannelWiseTensorProduct(TensorProduct):
     """The channel-wise ("uvu") product of NequIP / MACE convolutions; see
-    :func:`channelwise_instructions`. Defaults to per-row weights (one weight row per
-    edge, from a radial network), as those models use it."""
+    :func:`channelwise_instructions` for ``sort_outputs`` and ``layout`` (``"mace"``,
+    ``"nequip"``, ``"creation"``). Defaults to per-row weights (one weight row per edge,
+    from a radial network), as those models use it."""
 
-    def __init__(self, irreps_in1, irreps_in2, filter_irreps_out, sort_outputs: bool = True, **kwargs):
-        out, instr = channelwise_instructions(irreps_in1, irreps_in2, filter_irreps_out, sort_outputs)
+    def __init__(self, irreps_in1, irreps_in2, filter_irreps_out, sort_outputs: bool = True, layout=None, **kwargs):
+        out, instr = channelwise_instructions(irreps_in1, irreps_in2, filter_irreps_out, sort_outputs, layout)
         kwargs.setdefault("shared_weights", False)
         kwargs.setdefault("internal_weights", False)
         super().__init__(irreps_in1, irreps_in2, out, instr, **kwargs)
@@ -405,7 +435,9 @@ class ChannelWiseTensorProduct(TensorProduct):
 def from_e3nn(module, backend: Optional[str] = None) -> TensorProduct:
     """An equiops :class:`TensorProduct` equal to ``module`` (an ``e3nn.o3.TensorProduct``
     or subclass): same irreps, instructions, normalization, weight sharing and weights
-    (copied; the internal weight stays a Parameter), on the same device and dtype."""
+    (copied; the internal weight stays a Parameter), on the same device and dtype.
+    ``forward``, ``right``, ``weight_views`` and the attributes match e3nn's;
+    ``visualize`` is not provided."""
     ins = getattr(module, "instructions", None)
     if ins is None or not hasattr(module, "irreps_in1") or not hasattr(module, "weight_numel"):
         raise TypeError(f"from_e3nn expects an e3nn.o3.TensorProduct, got {type(module).__name__}")
@@ -431,7 +463,10 @@ def from_e3nn(module, backend: Optional[str] = None) -> TensorProduct:
     if ours.internal_weights and ours.weight_numel > 0:
         with torch.no_grad():
             ours.weight = torch.nn.Parameter(w.detach().clone(), requires_grad=w.requires_grad)
-    ours.to(device=w.device)
+    if w.is_floating_point():
+        ours.to(device=w.device, dtype=w.dtype)
+    else:
+        ours.to(device=w.device)
     return ours
 
 
@@ -445,10 +480,13 @@ def replace_e3nn_tensor_products(model: torch.nn.Module, backend: Optional[str] 
         raise ImportError("replace_e3nn_tensor_products needs e3nn installed") from e
     if isinstance(model, E3nnTP):
         return from_e3nn(model, backend), 1
-    count = 0
+    # One e3nn module registered under several parents becomes one of ours (its weight
+    # stays tied); the count is of distinct modules.
+    converted = {}
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, E3nnTP):
-                setattr(parent, child_name, from_e3nn(child, backend))
-                count += 1
-    return model, count
+                if id(child) not in converted:
+                    converted[id(child)] = from_e3nn(child, backend)
+                setattr(parent, child_name, converted[id(child)])
+    return model, len(converted)
