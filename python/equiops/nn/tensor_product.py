@@ -268,10 +268,10 @@ class TensorProduct(torch.nn.Module):
         if not isinstance(y, Tensor):
             raise TypeError(f"{type(self).__name__}: y must be a tensor, got {type(y).__name__}")
         eye = torch.eye(self.irreps_in1.dim, dtype=y.dtype, device=y.device)
+        if weight is None:
+            return self.forward(eye, y.unsqueeze(-2))
         w = self._prep_weights(weight)
-        if not self.shared_weights and w.numel() > 0:
-            w = w.unsqueeze(-2)
-        return self.forward(eye, y.unsqueeze(-2), w if weight is not None or not self.internal_weights else None)
+        return self.forward(eye, y.unsqueeze(-2), w if self.shared_weights else w.unsqueeze(-2))
 
     def _set_coefficients(self, coefs: List[float]) -> None:
         """Replaces the normalized path coefficients, one per instruction (from_e3nn)."""
