@@ -8,6 +8,7 @@ tolerance for the dtype and derivative order from ``TOLERANCES``; ``random_o3`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable, Dict, Tuple
 
@@ -51,13 +52,23 @@ def dtype(request) -> torch.dtype:
     return request.param
 
 
+@contextlib.contextmanager
+def default_dtype(dt: torch.dtype):
+    """torch's default dtype set to ``dt`` inside the block (e3nn builds its constants in
+    it: float64 for exact references)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dt)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 @pytest.fixture
 def float64_default():
     """Run the test with float64 as torch's default dtype (for float64 e3nn references)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+    with default_dtype(torch.float64):
+        yield
 
 
 def random_o3(n: int = 1, seed: int = 0, dtype=torch.float64) -> torch.Tensor:

@@ -5,7 +5,6 @@ compile, export), the e3nn patch and the module."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from fractions import Fraction
 
@@ -16,7 +15,7 @@ import equiops
 from equiops.ops import spherical_harmonics as sh_ops
 from equiops.reference import spherical_harmonics as sh_ref
 
-from conftest import assert_close, assert_equivariant, check_compiled_matches_eager, random_o3
+from conftest import default_dtype, assert_close, assert_equivariant, check_compiled_matches_eager, random_o3
 
 MAX_DEGREE = equiops.harmonics.MAX_DEGREE
 NORMALIZATIONS = ("integral", "component", "norm")
@@ -41,16 +40,6 @@ def _gen(seed=0):
 
 def _o3():
     return pytest.importorskip("e3nn.o3")
-
-
-@contextlib.contextmanager
-def _default_dtype(dt):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dt)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def _degrees(l):
@@ -117,7 +106,7 @@ def test_matches_e3nn_float32(float64_default):
     for normalization in NORMALIZATIONS:
         for normalize in (True, False):
             expected = o3.spherical_harmonics(ls, x, normalize, normalization)
-            with _default_dtype(torch.float32):
+            with default_dtype(torch.float32):
                 e3nn32 = o3.spherical_harmonics(ls, x.float(), normalize, normalization)
             ours = equiops.spherical_harmonics(ls, x.float(), normalize, normalization, backend="cpu")
             assert ours.dtype == torch.float32

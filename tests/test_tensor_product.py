@@ -9,7 +9,6 @@ weights, multiplicity 0). Bad input: tests/test_tp_bad_input.py."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
@@ -25,7 +24,7 @@ import equiops
 from equiops.reference.tensor_product import tensor_product as reference_tp
 from equiops.tp_problem import MODES, build_problem
 
-from conftest import assert_equivariant, check_compiled_matches_eager, random_o3
+from conftest import default_dtype, assert_equivariant, check_compiled_matches_eager, random_o3
 
 BACKENDS = ("torch", "cpu")  # the reference and the C++ CPU kernels
 F64_TOL = 1e-10
@@ -43,16 +42,6 @@ def _o3():
     return pytest.importorskip("e3nn.o3")
 
 
-@contextlib.contextmanager
-def _default_dtype(dt):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dt)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -64,7 +53,7 @@ def _randn(*shape, seed=0, dtype=torch.float64):
 def _e3nn(*args, **kwargs):
     """An e3nn TensorProduct (or subclass, ``cls=``) built with float64 constants."""
     cls = kwargs.pop("cls", None) or _o3().TensorProduct
-    with _default_dtype(torch.float64):
+    with default_dtype(torch.float64):
         return cls(*args, **kwargs)
 
 
@@ -930,7 +919,7 @@ class _Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
         o3 = _o3()
-        with _default_dtype(torch.float64):
+        with default_dtype(torch.float64):
             self.fc = o3.FullyConnectedTensorProduct("2x0e+1x1o", "0e+1o", "2x0e+1x1o")
             self.layers = torch.nn.ModuleList([
                 o3.ElementwiseTensorProduct("2x0e+1x1o", "2x0e+1x1o", ["0e", "1e"]),  # -> 2x0e+1x0e+1x1e
@@ -959,7 +948,7 @@ def test_replace_e3nn_tensor_products():
     # parameters are still trainable
     assert {n for n, p in net.named_parameters()} >= {"fc.weight", "layers.1.0.tp.weight"}
     # a Sequential of e3nn products behind wrappers
-    with _default_dtype(torch.float64):
+    with default_dtype(torch.float64):
         seq = torch.nn.Sequential(_SelfTP(o3.FullyConnectedTensorProduct("1x0e+1x1o", "1x0e+1x1o", "1x0e+1x1o")),
                                   _SelfTP(o3.FullTensorProduct("1x0e+1x1o", "1x0e+1x1o", ["0e", "1o"])))
     z = _randn(3, 4, seed=3)
@@ -1140,7 +1129,7 @@ def test_right_matches_e3nn():
 
 
 def test_replace_keeps_shared_modules_tied_and_from_e3nn_keeps_dtype():
-    with _default_dtype(torch.float64):
+    with default_dtype(torch.float64):
         shared = _o3().FullyConnectedTensorProduct("2x0e+1x1o", "0e+1o", "2x0e+1x1o")
     model = torch.nn.ModuleDict({"a": torch.nn.ModuleList([shared]), "b": torch.nn.Sequential(shared)})
     model, n = equiops.replace_e3nn_tensor_products(model)

@@ -24,7 +24,7 @@ if not hasattr(_C, "tensor_product_cuda"):
 
 from equiops.reference.tensor_product import tensor_product as ref
 from equiops.tp_problem import build_problem
-from tp_cases import ALL_MODES
+from tp_cases import ALL_MODES, FULLY_CONNECTED
 
 DEV = torch.device("cuda")
 
@@ -62,18 +62,7 @@ def _problems():
             ],
         ),
         # Fully connected (uvw); used with shared weights.
-        "uvw": build_problem(
-            "4x0e+3x1o",
-            "2x0e+1x1o",
-            "3x0e+2x1o+2x1e",
-            [
-                (0, 0, 0, "uvw", True),
-                (1, 1, 0, "uvw", True),
-                (0, 1, 1, "uvw", True),
-                (1, 0, 1, "uvw", True),
-                (1, 1, 2, "uvw", True),
-            ],
-        ),
+        "uvw": build_problem(*FULLY_CONNECTED),
         # Every mode, weighted and unweighted, several paths per output block, a path weight.
         "mixed": build_problem(*ALL_MODES),
         # Many channel pairs: the pairs of one row no longer fit shared memory at once

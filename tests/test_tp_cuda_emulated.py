@@ -26,7 +26,7 @@ import torch
 
 from equiops.reference.tensor_product import tensor_product as ref
 from equiops.tp_problem import build_problem
-from tp_cases import ALL_MODES
+from tp_cases import ALL_MODES, FULLY_CONNECTED
 
 ROOT = Path(__file__).resolve().parents[1]
 EMU_DIR = ROOT / "tests" / "cuda_emulation"
@@ -132,18 +132,7 @@ def _problems():
             ],
         ),
         # Fully connected (uvw), used with shared weights.
-        "uvw": build_problem(
-            "4x0e+3x1o",
-            "2x0e+1x1o",
-            "3x0e+2x1o+2x1e",
-            [
-                (0, 0, 0, "uvw", True),
-                (1, 1, 0, "uvw", True),
-                (0, 1, 1, "uvw", True),
-                (1, 0, 1, "uvw", True),
-                (1, 1, 2, "uvw", True),
-            ],
-        ),
+        "uvw": build_problem(*FULLY_CONNECTED),
         # Every mode, weighted and unweighted, several paths per output block, a path weight.
         "modes": build_problem(*ALL_MODES),
         # Many channel pairs: one row's pairs do not fit shared memory at once (several

@@ -25,3 +25,17 @@ ALL_MODES = (
         (1, 1, 4, "u<vw", True),
     ],
 )
+
+# Fully connected (uvw) with mixed degrees; the tests use it with shared weights.
+FULLY_CONNECTED = (
+    "4x0e+3x1o",
+    "2x0e+1x1o",
+    "3x0e+2x1o+2x1e",
+    [
+        (0, 0, 0, "uvw", True),
+        (1, 1, 0, "uvw", True),
+        (0, 1, 1, "uvw", True),
+        (1, 0, 1, "uvw", True),
+        (1, 1, 2, "uvw", True),
+    ],
+)

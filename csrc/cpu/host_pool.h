@@ -3,8 +3,10 @@
 // Why: a tensor product's outputs are large (MACE-medium at 10,000 rows: 133 MB) and
 // written exactly once, and PyTorch's CPU allocator returns such blocks to the OS on
 // free, so every call pays the first-touch page faults of fresh memory. On the project's
-// 2-core VMs those faults cost more than the kernel (a fresh 133 MB output: ~51 ms to
-// fill with 4 kB pages; the forward's own work ~12 ms). A training loop asks for the same
+// 2-core VMs those faults cost more than the kernel: the MACE-medium forward (10,000
+// rows, a 133 MB output) took 91 ms without the pool and 10.8 ms with it in the
+// benchmark (EQUIOPS_CPU_POOL_MB=0 python -m equiops bench --ops tp --tp-problems
+// mace-medium --tp-passes forward; benchmarks/results/README.md). A training loop asks for the same
 // sizes every step, so freed blocks are kept here and handed out again: resident
 // memory, no faults. Sizes are rounded up to classes 1/8 of a power of two apart (and to
 // 2 MB), so batches whose row counts vary a little (graphs of different sizes) still

@@ -119,14 +119,6 @@ tp::Call<T> make_call(const Prepared& P) {
   tp::Call<T> c;
   c.prob = P.prob.get();
   c.N = P.N;
-  const auto& paths = P.prob->paths;
-  std::vector<int> order(paths.size());
-  for (size_t i = 0; i < paths.size(); ++i) order[i] = (int)i;
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return paths[a].offo < paths[b].offo; });
-  c.order = order;
-  for (size_t i = 0; i < order.size(); ++i)
-    if (i == 0 || paths[order[i]].offo != paths[order[i - 1]].offo) c.block_start.push_back((int)i);
-  c.block_start.push_back((int)order.size());
   c.x1 = in_of<T>(P.x1);
   c.x2 = in_of<T>(P.x2);
   c.w = in_of<T>(P.w);
@@ -137,19 +129,7 @@ tp::Call<T> make_call(const Prepared& P) {
 
 // Zeroes the output columns no path writes (the kernels store only written blocks).
 void zero_unwritten(at::Tensor& out, const tp::Problem& prob) {
-  std::vector<char> written((size_t)prob.dim_out, 0);
-  for (const auto& p : prob.paths)
-    for (int64_t c = p.offo; c < p.offo + (int64_t)p.mo * p.dk; ++c) written[c] = 1;
-  for (int64_t c = 0; c < prob.dim_out;) {
-    if (written[c]) {
-      ++c;
-      continue;
-    }
-    int64_t e = c;
-    while (e < prob.dim_out && !written[e]) ++e;
-    out.narrow(1, c, e - c).zero_();
-    c = e;
-  }
+  for (const auto& [c0, c1] : prob.unwritten) out.narrow(1, c0, c1 - c0).zero_();
 }
 
 // Runs kernel over the rows in parallel. With broadcast gradients (partial sums of

@@ -28,13 +28,11 @@ struct In {
   int64_t ld = 0;
 };
 
-// What one call reads and writes. Paths are visited grouped by output block:
-// order[block_start[b] .. block_start[b+1]) are the indices of the paths writing the
-// output columns of block b (they share offo, mo and dk).
+// What one call reads and writes. Paths are visited grouped by output block
+// (Problem::block_order, block_start).
 template <typename T>
 struct Call {
   const Problem* prob = nullptr;
-  std::vector<int> order, block_start;
   int64_t N = 0;
   In<T> x1, x2, w, go, gg1, gg2, ggw;
   // (N, dim_out): the forward's output, or the double backward's grad of grad_out.

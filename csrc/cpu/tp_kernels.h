@@ -90,8 +90,9 @@ inline void load_cols(const T* src, int64_t ld, int64_t row0, int n, int64_t c0,
 }
 
 // dst[(row0 + a) * ld + c0 + c] = src[c][a] for c < cnt, a < n. With `nt` (large,
-// write-once outputs), aligned full vectors go out as non-temporal stores: they skip the
-// read-for-ownership of each destination line, a third of the forward's memory traffic.
+// write-once outputs), aligned full vectors go out as non-temporal stores, which skip
+// the read-for-ownership of each destination line (MACE-medium forward, 10,000 rows,
+// 2 threads: ~11 -> ~10 ms in an ad hoc loop; not separately benchmarked).
 // The kernels that pass nt end with a store fence.
 template <typename T>
 inline void store_cols(const Vec<T>* src, T* dst, int64_t ld, int64_t row0, int n, int64_t c0,
@@ -136,14 +137,17 @@ inline void splat_cols(const T* src, int64_t c0, int64_t cnt, Vec<T>* dst) {
   for (int64_t c = 0; c < cnt; ++c) dst[c] = splat(src[c0 + c]);
 }
 
-// Reads an input's columns for the chunk: transposed rows, or the broadcast row (loaded
-// once per range by the caller when `once` is set).
+// An input's columns 0..cols as lane vectors in dst: a broadcast input (one row) is
+// splat once per range (load_broadcast), a per-row one transposed per chunk (load_rows).
+// Absent optional inputs (p null) are skipped.
 template <typename T>
-inline void load_input(const In<T>& x, int64_t row0, int n, int64_t c0, int64_t cnt, Vec<T>* dst) {
-  if (x.rows == 1)
-    splat_cols(x.p, c0, cnt, dst);
-  else
-    load_cols(x.p, x.ld, row0, n, c0, cnt, dst);
+inline void load_broadcast(const In<T>& x, int64_t cols, Vec<T>* dst) {
+  if (x.p != nullptr && x.rows == 1) splat_cols(x.p, 0, cols, dst);
+}
+
+template <typename T>
+inline void load_rows(const In<T>& x, int64_t row0, int n, int64_t cols, Vec<T>* dst) {
+  if (x.p != nullptr && x.rows != 1) load_cols(x.p, x.ld, row0, n, 0, cols, dst);
 }
 
 // Adds the lanes of acc[0..cnt) into part[0..cnt), lanes in order (deterministic).
@@ -657,18 +661,18 @@ void forward(const Call<T>& c, int64_t row0, int64_t row1, const Partials<T>&) {
   constexpr int W = lanes<T>();
   const Problem& P = *c.prob;
   Scratch<T> sc(P, false, false);
-  if (c.x1.rows == 1) splat_cols(c.x1.p, 0, P.dim1, sc.X1);
-  if (c.x2.rows == 1) splat_cols(c.x2.p, 0, P.dim2, sc.X2);
+  load_broadcast(c.x1, P.dim1, sc.X1);
+  load_broadcast(c.x2, P.dim2, sc.X2);
   for (int64_t r = row0; r < row1; r += W) {
     const int n = (int)std::min<int64_t>(W, row1 - r);
-    if (c.x1.rows != 1) load_cols(c.x1.p, c.x1.ld, r, n, 0, P.dim1, sc.X1);
-    if (c.x2.rows != 1) load_cols(c.x2.p, c.x2.ld, r, n, 0, P.dim2, sc.X2);
-    for (size_t b = 0; b + 1 < c.block_start.size(); ++b) {
-      const Path& first = P.paths[c.order[c.block_start[b]]];
+    load_rows(c.x1, r, n, P.dim1, sc.X1);
+    load_rows(c.x2, r, n, P.dim2, sc.X2);
+    for (size_t b = 0; b + 1 < P.block_start.size(); ++b) {
+      const Path& first = P.paths[P.block_order[P.block_start[b]]];
       const int64_t width = (int64_t)first.mo * first.dk;
       for (int64_t i = 0; i < width; ++i) sc.O[i] = Vec<T>{};
-      for (int e = c.block_start[b]; e < c.block_start[b + 1]; ++e) {
-        const Path& p = P.paths[c.order[e]];
+      for (int e = P.block_start[b]; e < P.block_start[b + 1]; ++e) {
+        const Path& p = P.paths[P.block_order[e]];
         const Weights<T> w = path_weights(p, c.w, r, n, sc.Wp);
         path_forward(p, sc.X1 + p.off1, sc.X2 + p.off2, w, sc.O, sc.ps);
       }
@@ -684,18 +688,18 @@ void backward(const Call<T>& c, int64_t row0, int64_t row1, const Partials<T>& p
   const Problem& P = *c.prob;
   const GradTargets<T> t(c, part);
   Scratch<T> sc(P, false, t.bw);
-  if (c.x1.rows == 1) splat_cols(c.x1.p, 0, P.dim1, sc.X1);
-  if (c.x2.rows == 1) splat_cols(c.x2.p, 0, P.dim2, sc.X2);
+  load_broadcast(c.x1, P.dim1, sc.X1);
+  load_broadcast(c.x2, P.dim2, sc.X2);
   for (int64_t r = row0; r < row1; r += W) {
     const int n = (int)std::min<int64_t>(W, row1 - r);
-    if (c.x1.rows != 1) load_cols(c.x1.p, c.x1.ld, r, n, 0, P.dim1, sc.X1);
-    if (c.x2.rows != 1) load_cols(c.x2.p, c.x2.ld, r, n, 0, P.dim2, sc.X2);
+    load_rows(c.x1, r, n, P.dim1, sc.X1);
+    load_rows(c.x2, r, n, P.dim2, sc.X2);
     begin_grads(c, t, sc, r == row0);
-    for (size_t b = 0; b + 1 < c.block_start.size(); ++b) {
-      const Path& first = P.paths[c.order[c.block_start[b]]];
+    for (size_t b = 0; b + 1 < P.block_start.size(); ++b) {
+      const Path& first = P.paths[P.block_order[P.block_start[b]]];
       load_cols(c.go.p, c.go.ld, r, n, first.offo, (int64_t)first.mo * first.dk, sc.GO);
-      for (int e = c.block_start[b]; e < c.block_start[b + 1]; ++e) {
-        const Path& p = P.paths[c.order[e]];
+      for (int e = P.block_start[b]; e < P.block_start[b + 1]; ++e) {
+        const Path& p = P.paths[P.block_order[e]];
         const Weights<T> w = path_weights(p, c.w, r, n, sc.Wp);
         Vec<T>* gw = t.gw ? weight_grad_target(p, c, sc) : nullptr;
         path_backward(p, sc.GO, sc.X1 + p.off1, sc.X2 + p.off2, w, t.g1 ? sc.GX1 + p.off1 : nullptr,
@@ -722,24 +726,24 @@ void double_backward(const Call<T>& c, int64_t row0, int64_t row1, const Partial
   const GradTargets<T> t(c, part);
   Scratch<T> sc(P, true, t.bw);
   const bool h1 = c.gg1.p != nullptr, h2 = c.gg2.p != nullptr, hw = c.ggw.p != nullptr;
-  if (c.x1.rows == 1) splat_cols(c.x1.p, 0, P.dim1, sc.X1);
-  if (c.x2.rows == 1) splat_cols(c.x2.p, 0, P.dim2, sc.X2);
-  if (h1 && c.gg1.rows == 1) splat_cols(c.gg1.p, 0, P.dim1, sc.G1in);
-  if (h2 && c.gg2.rows == 1) splat_cols(c.gg2.p, 0, P.dim2, sc.G2in);
+  load_broadcast(c.x1, P.dim1, sc.X1);
+  load_broadcast(c.x2, P.dim2, sc.X2);
+  load_broadcast(c.gg1, P.dim1, sc.G1in);
+  load_broadcast(c.gg2, P.dim2, sc.G2in);
   for (int64_t r = row0; r < row1; r += W) {
     const int n = (int)std::min<int64_t>(W, row1 - r);
-    if (c.x1.rows != 1) load_cols(c.x1.p, c.x1.ld, r, n, 0, P.dim1, sc.X1);
-    if (c.x2.rows != 1) load_cols(c.x2.p, c.x2.ld, r, n, 0, P.dim2, sc.X2);
-    if (h1 && c.gg1.rows != 1) load_cols(c.gg1.p, c.gg1.ld, r, n, 0, P.dim1, sc.G1in);
-    if (h2 && c.gg2.rows != 1) load_cols(c.gg2.p, c.gg2.ld, r, n, 0, P.dim2, sc.G2in);
+    load_rows(c.x1, r, n, P.dim1, sc.X1);
+    load_rows(c.x2, r, n, P.dim2, sc.X2);
+    load_rows(c.gg1, r, n, P.dim1, sc.G1in);
+    load_rows(c.gg2, r, n, P.dim2, sc.G2in);
     begin_grads(c, t, sc, r == row0);
-    for (size_t b = 0; b + 1 < c.block_start.size(); ++b) {
-      const Path& first = P.paths[c.order[c.block_start[b]]];
+    for (size_t b = 0; b + 1 < P.block_start.size(); ++b) {
+      const Path& first = P.paths[P.block_order[P.block_start[b]]];
       const int64_t width = (int64_t)first.mo * first.dk;
       load_cols(c.go.p, c.go.ld, r, n, first.offo, width, sc.GO);
       for (int64_t i = 0; i < width; ++i) sc.O[i] = Vec<T>{};
-      for (int e = c.block_start[b]; e < c.block_start[b + 1]; ++e) {
-        const Path& p = P.paths[c.order[e]];
+      for (int e = P.block_start[b]; e < P.block_start[b + 1]; ++e) {
+        const Path& p = P.paths[P.block_order[e]];
         const Vec<T>*x1 = sc.X1 + p.off1, *x2 = sc.X2 + p.off2;
         const Vec<T>*y1 = h1 ? sc.G1in + p.off1 : nullptr, *y2 = h2 ? sc.G2in + p.off2 : nullptr;
         Vec<T>* g1 = t.g1 ? sc.GX1 + p.off1 : nullptr;

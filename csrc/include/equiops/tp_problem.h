@@ -8,6 +8,7 @@
 // the module docstring of python/equiops/tp_problem.py.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -16,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace equiops {
@@ -67,7 +69,38 @@ struct Path {
 struct Problem {
   int64_t dim1 = 0, dim2 = 0, dim_out = 0, dim_w = 0;
   std::vector<Path> paths;
+  // Paths grouped by output block: block_order[block_start[b] .. block_start[b+1]) are
+  // the indices of the paths writing the columns of block b (same offo, mo, dk).
+  std::vector<int> block_order, block_start;
+  // Output column ranges [first, second) no path writes (kernels must zero them).
+  std::vector<std::pair<int64_t, int64_t>> unwritten;
 };
+
+// Fills Problem::block_order, block_start and unwritten from its paths.
+inline void index_blocks(Problem& p) {
+  const auto& paths = p.paths;
+  p.block_order.resize(paths.size());
+  for (size_t i = 0; i < paths.size(); ++i) p.block_order[i] = (int)i;
+  std::stable_sort(p.block_order.begin(), p.block_order.end(),
+                   [&](int a, int b) { return paths[a].offo < paths[b].offo; });
+  for (size_t i = 0; i < p.block_order.size(); ++i)
+    if (i == 0 || paths[p.block_order[i]].offo != paths[p.block_order[i - 1]].offo)
+      p.block_start.push_back((int)i);
+  p.block_start.push_back((int)p.block_order.size());
+  std::vector<char> written((size_t)p.dim_out, 0);
+  for (const auto& q : paths)
+    for (int64_t c = q.offo; c < q.offo + (int64_t)q.mo * q.dk; ++c) written[c] = 1;
+  for (int64_t c = 0; c < p.dim_out;) {
+    if (written[c]) {
+      ++c;
+      continue;
+    }
+    int64_t e = c;
+    while (e < p.dim_out && !written[e]) ++e;
+    p.unwritten.emplace_back(c, e);
+    c = e;
+  }
+}
 
 inline double parse_hex(const std::string& s) {
   char* end = nullptr;
@@ -159,6 +192,7 @@ inline Problem parse_problem(const std::string& text) {
     q.i_begin.push_back((int)q.i_order.size());
     p.paths.push_back(std::move(q));
   }
+  index_blocks(p);
   return p;
 }
 
