@@ -61,19 +61,36 @@ python3 -m equiops info | tee -a "$OUT/summary.txt"
 # CUDA tests (the Triton interpreter tests are CPU-only and are not collected here).
 # pytest-timeout may be missing on the GPU image: use it only when present.
 TIMEOUT=$(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout=300")
-python3 -m pytest tests/test_cuda_segment.py tests/test_gpu_ops.py -q -x $TIMEOUT -p no:cacheprovider \
+# The Triton test files compile a kernel per case (CPU-bound, seconds each): on the GPU
+# machine's 16 cores, pytest-xdist (in its image) compiles them in parallel. Each test
+# step is also capped, so one hang cannot spend the whole lease.
+XDIST=""; STEP=()
+if [ "$DRY" = 0 ]; then
+  STEP=(timeout 200)
+  python3 -c "import xdist" 2>/dev/null && XDIST="-n 8"
+fi
+"${STEP[@]}" python3 -m pytest tests/test_cuda_segment.py tests/test_gpu_ops.py -q -x $TIMEOUT -p no:cacheprovider \
   > "$OUT/tests.log" 2>&1
 note_rc $? "tests" "($(tail -n 1 "$OUT/tests.log"))"
 # The spherical-harmonics Triton kernels compiled on the GPU (the first compile of each
 # variant takes seconds; on CUDA the tests stay within TRITON_MAX_DEGREE).
-EQUIOPS_TRITON_TEST_DEVICE=cuda python3 -m pytest tests/test_triton_spherical_harmonics.py -q -x $TIMEOUT \
+EQUIOPS_TRITON_TEST_DEVICE=cuda "${STEP[@]}" python3 -m pytest tests/test_triton_spherical_harmonics.py -q -x $TIMEOUT $XDIST \
   -p no:cacheprovider > "$OUT/tests_sh.log" 2>&1
 note_rc $? "tests sh (triton)" "($(tail -n 1 "$OUT/tests_sh.log"))"
 # Tensor products: the CUDA C++ kernels, and the Triton kernels compiled for the GPU.
-python3 -m pytest tests/test_tp_cuda.py -q -x $TIMEOUT -p no:cacheprovider > "$OUT/tests_tp_cuda.log" 2>&1
-note_rc $? "tests tp (cuda)" "($(tail -n 1 "$OUT/tests_tp_cuda.log"))"
+"${STEP[@]}" python3 -m pytest tests/test_tp_cuda.py -q -x $TIMEOUT -p no:cacheprovider > "$OUT/tests_tp_cuda.log" 2>&1
+rc=$?
+note_rc $rc "tests tp (cuda)" "($(tail -n 1 "$OUT/tests_tp_cuda.log"))"
+# A crash (segfault, abort) in the C++ glue leaves only Python's last frame: rerun one
+# small call of each entry point under cuda-gdb for a native backtrace.
+if [ "$DRY" = 0 ] && { [ $rc = 139 ] || [ $rc = 134 ]; } && command -v cuda-gdb > /dev/null; then
+  timeout 200 cuda-gdb -batch -ex "set pagination off" -ex run -ex bt --args python3 benchmarks/gpu_smoke_tp.py \
+    > "$OUT/tp_cuda_backtrace.log" 2>&1
+  grep -A25 "received signal" "$OUT/tp_cuda_backtrace.log" | head -n 30
+fi
 if [ "$DRY" = 0 ]; then
-  EQUIOPS_TRITON_TEST_DEVICE=cuda python3 -m pytest tests/test_tp_triton.py -q -x $TIMEOUT -p no:cacheprovider \
+  EQUIOPS_TRITON_TEST_DEVICE=cuda "${STEP[@]}" python3 -m pytest tests/test_tp_triton.py tests/test_tp_conv_triton.py \
+    tests/test_triton_segment.py -q -x $TIMEOUT $XDIST -p no:cacheprovider \
     > "$OUT/tests_tp_triton.log" 2>&1
   note_rc $? "tests tp (triton)" "($(tail -n 1 "$OUT/tests_tp_triton.log"))"
 fi
@@ -96,8 +113,8 @@ note_rc $? "bench sh $SH_BACKEND"
 # compiled. --tp-budget stops starting problems once spent; timeout is the backstop.
 TP_TWO=mace-medium,nequip-lips
 TP_SIX=mace-large,nequip-benzene,nequip-water,sevennet-first,diffdock-l2,tetris-poly-1
-# Worst case 2 x 150 s; the budgets are guesses until a GPU run has timed these steps.
-TP_LIMIT=(timeout 150); TP_BUDGET_SIX=(--tp-budget 100); TP_BUDGET_TWO=(--tp-budget 60)
+# Worst case 2 x 110 s; the budgets are guesses until a GPU run has timed these steps.
+TP_LIMIT=(timeout 110); TP_BUDGET_SIX=(--tp-budget 60); TP_BUDGET_TWO=(--tp-budget 45)
 # The dry run (CI, 2 CPU cores) checks that the steps work, on the two smallest problems.
 [ "$DRY" = 1 ] && { TP_LIMIT=(); TP_BUDGET_SIX=(); TP_BUDGET_TWO=(); TP_SIX=nequip-water,tetris-poly-1; TP_TWO=nequip-water; }
 "${TP_LIMIT[@]}" python3 -m equiops bench $BENCH_FLAGS --ops tp --tp-problems "$TP_SIX" --tp-passes forward,backward \
@@ -106,6 +123,13 @@ note_rc $? "bench tp forward+backward (6 problems)"
 "${TP_LIMIT[@]}" python3 -m equiops bench $BENCH_FLAGS --ops tp --tp-problems "$TP_TWO" "${TP_BUDGET_TWO[@]}" \
   --output "$OUT/bench_tp_all_passes.json" > "$OUT/bench_tp_all_passes.log" 2>&1
 note_rc $? "bench tp all passes ($TP_TWO)"
+
+# The fused tensor-product convolution against the unfused e3nn pipeline (time, peak memory).
+CONV_LIMIT=(timeout 120); [ "$DRY" = 1 ] && CONV_LIMIT=()
+CONV_PROBLEMS=nequip-water,nequip-lips,mace-medium; [ "$DRY" = 1 ] && CONV_PROBLEMS=nequip-water
+"${CONV_LIMIT[@]}" python3 -m equiops bench $BENCH_FLAGS --ops conv --conv-problems "$CONV_PROBLEMS" \
+  --output "$OUT/bench_conv.json" > "$OUT/bench_conv.log" 2>&1
+note_rc $? "bench conv ($CONV_PROBLEMS)"
 
 python3 - "$OUT" <<'PY' | tee "$OUT/table.txt"
 import json, sys, os
@@ -127,6 +151,8 @@ for path in sorted(glob.glob(os.path.join(out, "bench_*.json"))):
         sp = f"{r['speedup']:.2f}x" if (r.get("speedup") and r["kind"] == "ours") else "-"
         vs = f"vs {r['baseline']}" if (r["kind"] == "ours" and r.get("baseline")) else ""
         gf = f"{r['gflop_per_s']:8.1f} GFLOP/s" if r.get("gflop_per_s") else ""
+        if r.get("peak_extra_MB") is not None:
+            gf += f" peak {r['peak_extra_MB']:.1f} MB"
         print(f"{r['problem']:<21} {r['variant'][:24]:<24} {vs[:27]:<27} {status:<5} {r['median_ms']:8.3f} ms {sp:>7} {frac} {gf}")
 PY
 [ "${PIPESTATUS[0]}" = 0 ] || FAILED=1

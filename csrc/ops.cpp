@@ -63,4 +63,24 @@ TORCH_LIBRARY(equiops, m) {
       "tensor_product_double_backward(Tensor? gg_x1, Tensor? gg_x2, Tensor? gg_weight,"
       " Tensor grad_out, Tensor x1, Tensor x2, Tensor weight, str problem, str backend)"
       " -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // Fused tensor-product convolution: out[n] = sum over edges e with dst[e] == n of
+  // tensor_product(x[src[e]], edge_attr[e], weight[e]) (python/equiops/reference/tp_conv.py).
+  // x (num_nodes, dim1); edge_attr (E or 1, dim2); weight (E or 1, dim_w); src, dst (E,)
+  // int64. The graph's CSR views (equiops.Graph): dst_perm / dst_indptr sorted by
+  // receiver (the forward sums over it), src_perm / src_indptr by sender (the backward's
+  // gradient w.r.t. x sums over it); a perm None with its indptr given: edges already in
+  // that order. A view None: the CPU builds it itself; CUDA uses atomics (not bitwise
+  // reproducible). Both ops take both views so that each one's autograd can call the other.
+  m.def(
+      "tp_conv(Tensor x, Tensor edge_attr, Tensor weight, Tensor src, Tensor dst, Tensor? dst_perm,"
+      " Tensor? dst_indptr, Tensor? src_perm, Tensor? src_indptr, SymInt num_nodes, str problem,"
+      " str backend) -> Tensor");
+  // Gradients of <grad_out, tp_conv(...)> w.r.t. (x, edge_attr, weight), each the shape of
+  // its input ((0,) when not in need); num_nodes is x's row count.
+  m.def(
+      "tp_conv_backward(Tensor grad_out, Tensor x, Tensor edge_attr, Tensor weight, Tensor src,"
+      " Tensor dst, Tensor? dst_perm, Tensor? dst_indptr, Tensor? src_perm, Tensor? src_indptr,"
+      " bool[3] need, str problem, str backend)"
+" -> (Tensor, Tensor, Tensor)");
 }

@@ -42,7 +42,8 @@ from equiops.kernels import tensor_product as K  # noqa: E402
 from equiops.reference.tensor_product import tensor_product as reference  # noqa: E402
 from equiops.tp_problem import build_problem  # noqa: E402
 
-DEV = torch.device(_DEVICE)
+# With its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0".
+DEV = torch.empty(0, device=_DEVICE).device
 
 # Max |error| allowed, relative to max(1, the expected result's largest magnitude), by
 # dtype and derivative order (0 forward, 1 backward, 2 double backward).

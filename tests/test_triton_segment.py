@@ -25,7 +25,8 @@ if _DEVICE != "cpu" and not torch.cuda.is_available():
 from equiops.kernels import segment as K  # noqa: E402
 from equiops.reference import segment as ref  # noqa: E402
 
-DEV = torch.device(_DEVICE)
+# With its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0".
+DEV = torch.empty(0, device=_DEVICE).device
 
 
 # --------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ if not _extension.available():
 from equiops.kernels import spherical_harmonics as K  # noqa: E402
 from equiops.ops import spherical_harmonics as shops  # noqa: E402
 
-DEV = torch.device(_DEVICE)
+# With its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0".
+DEV = torch.empty(0, device=_DEVICE).device
 OPS = torch.ops.equiops
 BLOCK = 16  # rows per program in the tests: N = 50 gives three full programs and a tail
 

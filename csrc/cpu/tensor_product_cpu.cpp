@@ -17,10 +17,9 @@
 #include <tuple>
 #include <vector>
 
-#include "cpu_isa.h"
 #include "host_pool.h"
 #include "equiops/checks.h"
-#include "tp_cpu.h"
+#include "tp_glue.h"
 
 
 namespace equiops {
@@ -32,26 +31,10 @@ constexpr const char* kOp = "equiops.tensor_product";
 // so the summation order never depends on the thread count.
 constexpr int64_t kReduceRanges = 16;
 
-template <typename T>
-tp::KernelSet<T> kernels() {
-  constexpr bool f32 = sizeof(T) == 4;
-#ifdef EQUIOPS_TP_HAVE_AVX2
-  if (cpu_has_avx2()) {
-    if constexpr (f32) return tp::avx2::kernels_f32();
-    else return tp::avx2::kernels_f64();
-  }
-#endif
-  if constexpr (f32) return tp::generic::kernels_f32();
-  else return tp::generic::kernels_f64();
-}
+using tpglue::in_of;
+using tpglue::kernels;
 
-std::shared_ptr<const tp::Problem> problem_of(c10::string_view text) {
-  try {
-    return tp::get_problem(std::string(text));
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK_VALUE(false, kOp, ": malformed problem string (", e.what(), ")");
-  }
-}
+std::shared_ptr<const tp::Problem> problem_of(c10::string_view text) { return tpglue::problem_of(text, kOp); }
 
 // Checks x (rows in {1, N}, `cols` columns, dtype and device of ref); returns its row count.
 void check_operand(const at::Tensor& t, const at::Tensor& ref, int64_t cols, const char* name) {
@@ -104,17 +87,6 @@ Prepared prepare(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& w
 }
 
 template <typename T>
-tp::In<T> in_of(const at::Tensor& t) {
-  tp::In<T> r;
-  if (t.defined()) {
-    r.p = t.data_ptr<T>();
-    r.rows = t.size(0);
-    r.ld = t.size(1);
-  }
-  return r;
-}
-
-template <typename T>
 tp::Call<T> make_call(const Prepared& P) {
   tp::Call<T> c;
   c.prob = P.prob.get();
@@ -141,36 +113,16 @@ void run(const tp::Call<T>& c, K kernel, int64_t d1, int64_t d2, int64_t dw, at:
   constexpr int64_t W = 32 / sizeof(T);
   const int64_t chunks = (c.N + W - 1) / W;
   if (chunks == 0) return;
-  const bool reduce = d1 + d2 + dw > 0;
-  if (!reduce) {
+  if (d1 + d2 + dw == 0) {
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       kernel(c, c0 * W, std::min(c.N, c1 * W), tp::Partials<T>{});
     });
     return;
   }
   const int64_t R = std::min(chunks, kReduceRanges);
-  const int64_t width = d1 + d2 + dw;
-  std::vector<T> part((size_t)(R * width), T(0));
-  at::parallel_for(0, R, 1, [&](int64_t a, int64_t b) {
-    for (int64_t r = a; r < b; ++r) {
-      T* base = part.data() + r * width;
-      tp::Partials<T> pr{d1 ? base : nullptr, d2 ? base + d1 : nullptr, dw ? base + d1 + d2 : nullptr};
-      const int64_t k0 = chunks * r / R, k1 = chunks * (r + 1) / R;
-      kernel(c, k0 * W, std::min(c.N, k1 * W), pr);
-    }
-  });
-  auto reduce_into = [&](at::Tensor* dst, int64_t off, int64_t d) {
-    if (d == 0) return;
-    T* o = dst->data_ptr<T>();
-    for (int64_t i = 0; i < d; ++i) {
-      T s = 0;
-      for (int64_t r = 0; r < R; ++r) s += part[r * width + off + i];
-      o[i] = s;
-    }
-  };
-  reduce_into(r1, 0, d1);
-  reduce_into(r2, d1, d2);
-  reduce_into(rw, d1 + d2, dw);
+  std::vector<int64_t> bounds((size_t)R + 1);
+  for (int64_t r = 0; r <= R; ++r) bounds[r] = std::min(c.N, chunks * r / R * W);
+  tpglue::run_ranges<T>(c, kernel, bounds, d1, d2, dw, r1, r2, rw);
 }
 
 at::Tensor tp_forward(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& weight,

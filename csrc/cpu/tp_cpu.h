@@ -20,12 +20,15 @@ namespace equiops {
 namespace tp {
 
 // A row-major (rows, ld) input; rows is 1 (broadcast over all N rows) or N. p may be
-// null for an absent optional input.
+// null for an absent optional input. With idx, call row r reads row idx[r] (the
+// convolution's gathers: node features at each edge's sender, edge rows through a
+// sort permutation); the caller guarantees every idx[r] < rows.
 template <typename T>
 struct In {
   const T* p = nullptr;
   int64_t rows = 0;
   int64_t ld = 0;
+  const int64_t* idx = nullptr;
 };
 
 // What one call reads and writes. Paths are visited grouped by output block
@@ -44,6 +47,17 @@ struct Call {
   T* gw = nullptr;
   // Non-temporal stores for the outputs (set for large, write-once outputs).
   bool nt = false;
+  // Row maps of the outputs (null: call row r is output row r). With out_acc / g1_acc
+  // the row is added into the output row instead of stored: the convolution's sums over
+  // a node's edges. Rows are visited in order within a call, so when several rows map to
+  // one output row their sum is taken in row order (deterministic); the caller gives
+  // concurrent calls disjoint output rows.
+  const int64_t* out_idx = nullptr;
+  bool out_acc = false;
+  const int64_t* g1_idx = nullptr;
+  bool g1_acc = false;
+  const int64_t* g2_idx = nullptr;
+  const int64_t* gw_idx = nullptr;
 };
 
 // One range's partial sums of the gradients of broadcast inputs: (dim1), (dim2),

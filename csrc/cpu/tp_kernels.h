@@ -55,19 +55,21 @@ inline void store_fence() {
 }
 
 // ------------------------------------------------------------------ transposed I/O
-// dst[c][a] = src[(row0 + a) * ld + c0 + c] for c < cnt, a < n; lanes a >= n are zero.
+// dst[c][a] = src[row(a) * ld + c0 + c] for c < cnt, a < n, where row(a) is row0 + a,
+// or idx[row0 + a] with a row map; lanes a >= n are zero.
 template <typename T>
 inline void load_cols(const T* src, int64_t ld, int64_t row0, int n, int64_t c0, int64_t cnt,
-                      Vec<T>* dst) {
+                      Vec<T>* dst, const int64_t* idx = nullptr) {
   constexpr int W = lanes<T>();
+  const T* rp[W];
+  for (int a = 0; a < n; ++a) rp[a] = src + (idx != nullptr ? idx[row0 + a] : row0 + a) * ld + c0;
 #ifdef EQUIOPS_TP_AVX2
   if (n == W) {
     using R = typename Reg<T>::type;
-    const T* base = src + row0 * ld + c0;
     int64_t c = 0;
     for (; c + W <= cnt; c += W) {
       R r[W];
-      for (int a = 0; a < W; ++a) std::memcpy(&r[a], base + a * ld + c, sizeof(R));
+      for (int a = 0; a < W; ++a) std::memcpy(&r[a], rp[a] + c, sizeof(R));
       transpose(r);
       for (int q = 0; q < W; ++q) dst[c + q] = (Vec<T>)r[q];
     }
@@ -75,7 +77,7 @@ inline void load_cols(const T* src, int64_t ld, int64_t row0, int n, int64_t c0,
       const int w = (int)(cnt - c);
       const __m256i m = tail_mask((T*)nullptr, w);
       R r[W];
-      for (int a = 0; a < W; ++a) r[a] = load_part(base + a * ld + c, m);
+      for (int a = 0; a < W; ++a) r[a] = load_part(rp[a] + c, m);
       transpose(r);
       for (int q = 0; q < w; ++q) dst[c + q] = (Vec<T>)r[q];
     }
@@ -84,35 +86,56 @@ inline void load_cols(const T* src, int64_t ld, int64_t row0, int n, int64_t c0,
 #endif
   for (int64_t c = 0; c < cnt; ++c) dst[c] = Vec<T>{};
   for (int a = 0; a < n; ++a) {
-    const T* s = src + (row0 + a) * ld + c0;
+    const T* s = rp[a];
     for (int64_t c = 0; c < cnt; ++c) dst[c][a] = s[c];
   }
 }
 
-// dst[(row0 + a) * ld + c0 + c] = src[c][a] for c < cnt, a < n. With `nt` (large,
-// write-once outputs), aligned full vectors go out as non-temporal stores, which skip
-// the read-for-ownership of each destination line (MACE-medium forward, 10,000 rows,
-// 2 threads: ~11 -> ~10 ms in an ad hoc loop; not separately benchmarked).
-// The kernels that pass nt end with a store fence.
+// dst[row(a) * ld + c0 + c] = src[c][a] for c < cnt, a < n (row(a) as in load_cols);
+// with acc, += instead of =, lane by lane in order (lanes mapping to one row add up in
+// lane order). With `nt` (large, write-once outputs; ignored with acc), aligned full
+// vectors go out as non-temporal stores, which skip the read-for-ownership of each
+// destination line (MACE-medium forward, 10,000 rows, 2 threads: ~11 -> ~10 ms in an
+// ad hoc loop; not separately benchmarked). The kernels that pass nt end with a store
+// fence.
 template <typename T>
 inline void store_cols(const Vec<T>* src, T* dst, int64_t ld, int64_t row0, int n, int64_t c0,
-                       int64_t cnt, bool nt = false) {
+                       int64_t cnt, bool nt = false, const int64_t* idx = nullptr, bool acc = false) {
   constexpr int W = lanes<T>();
+  T* rp[W];
+  for (int a = 0; a < n; ++a) rp[a] = dst + (idx != nullptr ? idx[row0 + a] : row0 + a) * ld + c0;
 #ifdef EQUIOPS_TP_AVX2
   if (n == W) {
     using R = typename Reg<T>::type;
-    T* base = dst + row0 * ld + c0;
     int64_t c = 0;
     for (; c + W <= cnt; c += W) {
       R r[W];
       for (int q = 0; q < W; ++q) r[q] = (R)src[c + q];
       transpose(r);
+      if (acc) {
+        // Lanes mapping to one row (consecutive: the convolution's rows are sorted by
+        // the row they add into) are summed in registers first, in lane order, and
+        // added to the row once: one read-modify-write per run instead of a chain of
+        // dependent ones through memory.
+        for (int a = 0; a < W;) {
+          R sum = r[a];
+          int b = a + 1;
+          for (; b < W && rp[b] == rp[a]; ++b) sum += r[b];
+          R old;
+          std::memcpy(&old, rp[a] + c, sizeof(R));
+          old += sum;
+          std::memcpy(rp[a] + c, &old, sizeof(R));
+          a = b;
+        }
+        continue;
+      }
       for (int a = 0; a < W; ++a) {
-        T* q = base + a * ld + c;
-        if (nt && ((uintptr_t)q & 31) == 0)
+        T* q = rp[a] + c;
+        if (nt && ((uintptr_t)q & 31) == 0) {
           stream_store(q, r[a]);
-        else
+        } else {
           std::memcpy(q, &r[a], sizeof(R));
+        }
       }
     }
     if (c < cnt) {
@@ -120,14 +143,22 @@ inline void store_cols(const Vec<T>* src, T* dst, int64_t ld, int64_t row0, int 
       // (see sh_kernels.h), and blocks are mostly multiples of W wide.
       const int w = (int)(cnt - c);
       for (int a = 0; a < W; ++a)
-        for (int q = 0; q < w; ++q) base[a * ld + c + q] = src[c + q][a];
+        for (int q = 0; q < w; ++q) {
+          if (acc)
+            rp[a][c + q] += src[c + q][a];
+          else
+            rp[a][c + q] = src[c + q][a];
+        }
     }
     return;
   }
 #endif
   for (int a = 0; a < n; ++a) {
-    T* d = dst + (row0 + a) * ld + c0;
-    for (int64_t c = 0; c < cnt; ++c) d[c] = src[c][a];
+    T* d = rp[a];
+    if (acc)
+      for (int64_t c = 0; c < cnt; ++c) d[c] += src[c][a];
+    else
+      for (int64_t c = 0; c < cnt; ++c) d[c] = src[c][a];
   }
 }
 
@@ -147,7 +178,7 @@ inline void load_broadcast(const In<T>& x, int64_t cols, Vec<T>* dst) {
 
 template <typename T>
 inline void load_rows(const In<T>& x, int64_t row0, int n, int64_t cols, Vec<T>* dst) {
-  if (x.p != nullptr && x.rows != 1) load_cols(x.p, x.ld, row0, n, 0, cols, dst);
+  if (x.p != nullptr && x.rows != 1) load_cols(x.p, x.ld, row0, n, 0, cols, dst, x.idx);
 }
 
 // Adds the lanes of acc[0..cnt) into part[0..cnt), lanes in order (deterministic).
@@ -591,7 +622,7 @@ inline Weights<T> path_weights(const Path& p, const In<T>& w, int64_t row0, int 
   if (w.rows == 1) {
     r.s = w.p + p.w_off;
   } else {
-    load_cols(w.p, w.ld, row0, n, p.w_off, p.w_numel(), dst);
+    load_cols(w.p, w.ld, row0, n, p.w_off, p.w_numel(), dst, w.idx);
     r.v = dst;
   }
   return r;
@@ -611,7 +642,7 @@ inline Vec<T>* weight_grad_target(const Path& p, const Call<T>& call, Scratch<T>
 template <typename T>
 inline void store_weight_grad(const Path& p, const Call<T>& call, Scratch<T>& sc, int64_t row0, int n) {
   if (p.w_off < 0 || call.gw == nullptr || sc.GWall != nullptr) return;
-  store_cols(sc.GWp, call.gw, call.prob->dim_w, row0, n, p.w_off, p.w_numel(), call.nt);
+  store_cols(sc.GWp, call.gw, call.prob->dim_w, row0, n, p.w_off, p.w_numel(), call.nt, call.gw_idx);
 }
 
 // Gradient outputs of one call: per-row ones are stored per chunk; broadcast ones
@@ -643,8 +674,8 @@ template <typename T>
 inline void end_chunk_grads(const Call<T>& c, const GradTargets<T>& t, Scratch<T>& sc, int64_t row0,
                             int n) {
   const Problem& P = *c.prob;
-  if (t.g1 && !t.b1) store_cols(sc.GX1, c.g1, P.dim1, row0, n, 0, P.dim1, c.nt);
-  if (t.g2 && !t.b2) store_cols(sc.GX2, c.g2, P.dim2, row0, n, 0, P.dim2, c.nt);
+  if (t.g1 && !t.b1) store_cols(sc.GX1, c.g1, P.dim1, row0, n, 0, P.dim1, c.nt, c.g1_idx, c.g1_acc);
+  if (t.g2 && !t.b2) store_cols(sc.GX2, c.g2, P.dim2, row0, n, 0, P.dim2, c.nt, c.g2_idx);
 }
 
 template <typename T>
@@ -676,7 +707,7 @@ void forward(const Call<T>& c, int64_t row0, int64_t row1, const Partials<T>&) {
         const Weights<T> w = path_weights(p, c.w, r, n, sc.Wp);
         path_forward(p, sc.X1 + p.off1, sc.X2 + p.off2, w, sc.O, sc.ps);
       }
-      store_cols(sc.O, c.out, P.dim_out, r, n, first.offo, width, c.nt);
+      store_cols(sc.O, c.out, P.dim_out, r, n, first.offo, width, c.nt, c.out_idx, c.out_acc);
     }
   }
   store_fence();
@@ -697,7 +728,7 @@ void backward(const Call<T>& c, int64_t row0, int64_t row1, const Partials<T>& p
     begin_grads(c, t, sc, r == row0);
     for (size_t b = 0; b + 1 < P.block_start.size(); ++b) {
       const Path& first = P.paths[P.block_order[P.block_start[b]]];
-      load_cols(c.go.p, c.go.ld, r, n, first.offo, (int64_t)first.mo * first.dk, sc.GO);
+      load_cols(c.go.p, c.go.ld, r, n, first.offo, (int64_t)first.mo * first.dk, sc.GO, c.go.idx);
       for (int e = P.block_start[b]; e < P.block_start[b + 1]; ++e) {
         const Path& p = P.paths[P.block_order[e]];
         const Weights<T> w = path_weights(p, c.w, r, n, sc.Wp);
@@ -740,7 +771,7 @@ void double_backward(const Call<T>& c, int64_t row0, int64_t row1, const Partial
     for (size_t b = 0; b + 1 < P.block_start.size(); ++b) {
       const Path& first = P.paths[P.block_order[P.block_start[b]]];
       const int64_t width = (int64_t)first.mo * first.dk;
-      load_cols(c.go.p, c.go.ld, r, n, first.offo, width, sc.GO);
+      load_cols(c.go.p, c.go.ld, r, n, first.offo, width, sc.GO, c.go.idx);
       for (int64_t i = 0; i < width; ++i) sc.O[i] = Vec<T>{};
       for (int e = P.block_start[b]; e < P.block_start[b + 1]; ++e) {
         const Path& p = P.paths[P.block_order[e]];
@@ -761,7 +792,7 @@ void double_backward(const Call<T>& c, int64_t row0, int64_t row1, const Partial
           path_backward(p, sc.GO, x1, x2, ww, g1, g2, (Vec<T>*)nullptr, sc.ps);
         if (gw != nullptr) store_weight_grad(p, c, sc, r, n);
       }
-      if (c.out != nullptr) store_cols(sc.O, c.out, P.dim_out, r, n, first.offo, width, c.nt);
+      if (c.out != nullptr) store_cols(sc.O, c.out, P.dim_out, r, n, first.offo, width, c.nt, c.out_idx, c.out_acc);
     }
     end_chunk_grads(c, t, sc, r, n);
   }

@@ -17,6 +17,7 @@ from .harmonics import (
 from .ops import segment as _segment_ops  # noqa: F401  registers fake kernels, autograd, CUDA dispatch
 from .ops import spherical_harmonics as _sh_ops  # noqa: F401  (same, for the harmonics)
 from .ops import tensor_product as _tp_ops  # noqa: F401  (same, for the tensor products)
+from .ops import tp_conv as _tp_conv_ops  # noqa: F401  (same, for the fused convolution)
 from . import nn  # noqa: F401
 from .nn.tensor_product import (
     ChannelWiseTensorProduct,
@@ -27,6 +28,7 @@ from .nn.tensor_product import (
     from_e3nn,
     replace_e3nn_tensor_products,
 )
+from .nn.tp_conv import TensorProductConv, tensor_product_conv
 from .ops.scatter import (
     gather_csr,
     scatter,
@@ -57,6 +59,7 @@ __all__ = [
     "as_irreps",
     "so3",
     "TensorProduct",
+    "TensorProductConv",
     "from_e3nn",
     "replace_e3nn_tensor_products",
     "backend",
@@ -82,4 +85,5 @@ __all__ = [
     "spherical_harmonics",
     "spherical_harmonics_with_gradients",
     "use_backend",
+    "tensor_product_conv",
 ]

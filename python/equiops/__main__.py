@@ -67,6 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="tp: also time e3nn under torch.compile (auto: on CUDA only)")
     b.add_argument("--tp-budget", type=float, default=None,
                    help="tp: start no new problem after this many seconds (the rest are listed as skipped)")
+    b.add_argument("--conv-problems", default=None, help="conv: comma-separated problem names (default: all)")
+    b.add_argument("--conv-memory", default="on", choices=("on", "off"),
+                   help="conv: also measure each call's peak extra memory (CPU: a process per candidate)")
     sub.add_parser("info", help="which backends are built and usable, and why not")
     args = parser.parse_args(argv)
 
@@ -92,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"cannot write {path!r} (missing folder or no permission)")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib (pip install matplotlib)")
-    tp_options = _tp_options(parser, args)
+    tp_options = {"tp": _tp_options(parser, args), "conv": _conv_options(parser, args)}
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -130,6 +133,19 @@ def _tp_options(parser, args) -> dict:
         if args.tp_budget <= 0:
             parser.error("--tp-budget must be a positive number of seconds")
         options["budget_s"] = args.tp_budget
+    return options
+
+
+def _conv_options(parser, args) -> dict:
+    from equiops.bench import tp_conv as conv_bench
+
+    options = {"memory": args.conv_memory == "on"}
+    if args.conv_problems:
+        names = [n.strip() for n in args.conv_problems.split(",") if n.strip()]
+        unknown = [n for n in names if n not in conv_bench.NAMES]
+        if unknown:
+            parser.error(f"--conv-problems: {unknown} unknown; choose from {conv_bench.NAMES}")
+        options["problems"] = names
     return options
 
 

@@ -42,6 +42,8 @@ AUTO_CUDA_ORDER = {
     # Tensor products: Triton first, as its code is generated per problem (unrolled
     # nonzeros) while the CUDA C++ kernel reads tables. Not yet measured on a GPU.
     "tensor_product": ("triton", "cuda"),
+    # The fused tensor-product convolution has only a Triton kernel on CUDA.
+    "tp_conv": ("triton",),
 }
 
 _state = threading.local()
@@ -105,8 +107,13 @@ def is_deterministic() -> bool:
     return bool(_get("deterministic")) or torch.are_deterministic_algorithms_enabled()
 
 
+# Looked up once at import: resolve() runs inside torch.compile'd code, and Dynamo refuses
+# to trace importlib.util.find_spec (seen with PyTorch 2.11 on a GPU machine).
+_TRITON_FOUND = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_FOUND
 
 
 def why_no_triton() -> str:

@@ -13,7 +13,9 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
-#include <sstream>
+#include <cctype>
+#include <cerrno>
+#include <climits>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -109,32 +111,84 @@ inline double parse_hex(const std::string& s) {
   return v;
 }
 
+// Whitespace-separated tokens of a problem string, read with strtoll/strtod. Not an
+// istringstream: a GPU build of this header (nvcc's host pass, linked into the same
+// module as the CPU code) crashed inside libstdc++'s istream number extraction on an
+// H100 machine with PyTorch 2.11 (backtrace: _M_extract<long> -> codecvt::do_unshift),
+// while the C functions are safe everywhere. Each read throws on a missing or malformed
+// token, so a truncated or hand-edited string is an error, never a partial parse.
+class ProblemTokens {
+ public:
+  explicit ProblemTokens(const std::string& text) : s_(text) {}
+  std::string word(const char* what) {
+    skip_space();
+    const size_t b = pos_;
+    while (pos_ < s_.size() && !std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+    if (b == pos_) throw std::invalid_argument(std::string("problem string ends before ") + what);
+    return s_.substr(b, pos_ - b);
+  }
+  int64_t int64(const char* what) {
+    const std::string w = word(what);
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(w.c_str(), &end, 10);
+    if (end == w.c_str() || *end != '\0' || errno == ERANGE)
+      throw std::invalid_argument(std::string("bad integer '") + w + "' for " + what);
+    return static_cast<int64_t>(v);
+  }
+  int int32(const char* what) {
+    const int64_t v = int64(what);
+    if (v < INT_MIN || v > INT_MAX) throw std::invalid_argument(std::string("integer out of range for ") + what);
+    return static_cast<int>(v);
+  }
+
+ private:
+  void skip_space() {
+    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+  }
+  const std::string& s_;
+  size_t pos_ = 0;
+};
+
 // Parses and validates the string; throws std::invalid_argument naming what is wrong.
 inline Problem parse_problem(const std::string& text) {
-  std::istringstream in(text);
-  std::string tag;
+  ProblemTokens in(text);
   Problem p;
-  int64_t npaths = -1;
-  in >> tag >> p.dim1 >> p.dim2 >> p.dim_out >> p.dim_w >> npaths;
-  if (!in || tag != "equiops-tp-1" || npaths < 0)
-    throw std::invalid_argument("not an equiops tensor-product problem string");
+  if (in.word("the tag") != "equiops-tp-1") throw std::invalid_argument("not an equiops tensor-product problem string");
+  p.dim1 = in.int64("dim1");
+  p.dim2 = in.int64("dim2");
+  p.dim_out = in.int64("dim_out");
+  p.dim_w = in.int64("dim_w");
+  const int64_t npaths = in.int64("the path count");
+  if (npaths < 0 || p.dim1 < 0 || p.dim2 < 0 || p.dim_out < 0 || p.dim_w < 0)
+    throw std::invalid_argument("negative width or path count in the problem string");
   for (int64_t n = 0; n < npaths; ++n) {
     Path q;
-    std::string mode, coef;
-    int nnz = -1;
-    in >> mode >> q.l1 >> q.l2 >> q.lo >> q.m1 >> q.m2 >> q.mo >> q.off1 >> q.off2 >> q.offo >>
-        q.w_off >> coef >> q.instruction >> nnz;
-    if (!in || nnz < 0) throw std::invalid_argument("truncated path " + std::to_string(n));
+    const std::string mode = in.word("a path's mode");
+    q.l1 = in.int32("l1");
+    q.l2 = in.int32("l2");
+    q.lo = in.int32("l_out");
+    q.m1 = in.int32("mul_in1");
+    q.m2 = in.int32("mul_in2");
+    q.mo = in.int32("mul_out");
+    q.off1 = in.int32("off1");
+    q.off2 = in.int32("off2");
+    q.offo = in.int32("off_out");
+    q.w_off = in.int32("w_off");
+    const std::string coef = in.word("a path coefficient");
+    q.instruction = in.int32("instruction");
+    const int nnz = in.int32("the nonzero count");
+    if (nnz < 0) throw std::invalid_argument("negative nonzero count in path " + std::to_string(n));
+    if (q.l1 < 0 || q.l2 < 0 || q.lo < 0 || q.l1 > 1000 || q.l2 > 1000 || q.lo > 1000)
+      throw std::invalid_argument("degree out of range in path " + std::to_string(n));
     q.mode = parse_mode(mode);
     q.coef = parse_hex(coef);
     q.d1 = 2 * q.l1 + 1;
     q.d2 = 2 * q.l2 + 1;
     q.dk = 2 * q.lo + 1;
     for (int e = 0; e < nnz; ++e) {
-      int i, j, k;
-      std::string c;
-      in >> i >> j >> k >> c;
-      if (!in) throw std::invalid_argument("truncated nonzeros of path " + std::to_string(n));
+      const int i = in.int32("a CG index"), j = in.int32("a CG index"), k = in.int32("a CG index");
+      const std::string c = in.word("a CG coefficient");
       if (i < 0 || i >= q.d1 || j < 0 || j >= q.d2 || k < 0 || k >= q.dk)
         throw std::invalid_argument("CG index out of range in path " + std::to_string(n));
       q.nz_i.push_back(i);

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
+import sys
+
 import torch
 
 import equiops
@@ -84,9 +86,20 @@ def bytes_moved(problem: Problem, dtype) -> int:
     return problem.num_vectors * (3 + problem.width) * item
 
 
-def _sphericart(problem: Problem):
+def _sphericart(problem: Problem, device):
     st = optional_module("sphericart.torch")
-    return None if st is None else st.SphericalHarmonics(problem.lmax)
+    if st is None:
+        return None
+    sph = st.SphericalHarmonics(problem.lmax)
+    # Its GPU code loads its own CUDA runtime libraries at the first call (the 2.0.4
+    # wheels want CUDA 12's NVRTC, absent from a CUDA 13 machine): probe once, and leave
+    # the baseline out with a message rather than failing the whole benchmark.
+    try:
+        sph(torch.zeros(2, 3, device=device) + 0.5)
+    except Exception as e:  # noqa: BLE001 - any failure of a third-party baseline
+        print(f"sphericart left out on {device}: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    return sph
 
 
 def _cuequivariance(problem: Problem, device):
@@ -105,7 +118,7 @@ def candidates(problem: Problem, inputs, backend: str) -> Dict[str, Dict[str, Ca
     force-training gradient (both checked against ours in float64)."""
     ls = list(range(problem.lmax + 1))
     x, xz, cot = inputs["x"], inputs["x_zxy"], inputs["cot"]
-    sph = _sphericart(problem)
+    sph = _sphericart(problem, x.device)
     e3nn = optional_module("e3nn.o3")
     if e3nn is not None and problem.lmax > E3NN_LMAX:
         e3nn = None

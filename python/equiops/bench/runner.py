@@ -16,9 +16,10 @@ import torch
 from . import harmonics as harmonics_bench
 from . import scatter as scatter_bench
 from . import tensor_product as tp_bench
+from . import tp_conv as conv_bench
 from .timing import copy_bandwidth, time_interleaved
 
-FAMILIES = ("scatter", "sh", "tp")  # grows as op families land (conv, egnn, tfn, lieconv)
+FAMILIES = ("scatter", "sh", "tp", "conv")  # grows as op families land (egnn, tfn, lieconv)
 
 # Float32 sums of ~16 N(0, 1) terms in another order differ from float64 by ~1e-6.
 _CHECK_TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
@@ -336,7 +337,98 @@ def _run_tp_problem(problem, device, dtype, backend, groups, compile_e3nn, quick
     return rows
 
 
-RUNNERS = {"scatter": run_scatter, "sh": run_harmonics, "tp": run_tp}
+def run_conv(
+    device: torch.device,
+    dtype,
+    quick: bool,
+    backend: str,
+    problems: Optional[List[str]] = None,
+    memory: bool = True,
+) -> List[Dict[str, object]]:
+    """Fused tensor-product convolution (equiops.bench.tp_conv): ours fused and unfused
+    against e3nn's TP on gathered edges + index_add_, forward and fwd+bwd, time and
+    peak extra memory (``memory``: on the CPU one fresh process per candidate and pass)."""
+    rows: List[Dict[str, object]] = []
+    probs = conv_bench.problems(quick, problems)
+    threads = torch.get_num_threads()
+    for i, problem in enumerate(probs):
+        _progress(i, len(probs), f"conv {problem.label}")
+        # 1. Float64 on a small graph: every candidate against e3nn (or the fused one
+        # against our unfused pipeline without e3nn).
+        small = conv_bench.make_inputs(problem, *conv_bench.CHECK, torch.float64, device, seed=1)
+        cands64 = conv_bench.candidates(problem, small, torch.float64, device, backend)
+        ref_name = "e3nn unfused" if "e3nn unfused" in cands64 else "equiops unfused"
+        ok64: Dict[str, Optional[bool]] = {}
+        notes: Dict[str, str] = {}
+        for group in conv_bench.GROUPS:
+            want = conv_bench.passes(cands64[ref_name], small, (group,))[group]()
+            for name, fn in cands64.items():
+                key = name + conv_bench.SUFFIX[group]
+                got, err = _safe_call(conv_bench.passes(fn, small, (group,))[group])
+                if err:
+                    ok64[key], notes[key] = None, f"float64 check: {err}"
+                else:
+                    ok64[key] = conv_bench.agree(got, want, 1e-10)
+        del small, cands64
+        # 2. The timed size: the first call checks against the reference and warms up.
+        inputs = conv_bench.make_inputs(problem, problem.nodes, problem.edges, dtype, device)
+        cands = conv_bench.candidates(problem, inputs, dtype, device, backend)
+        tol = {torch.float32: 1e-4, torch.float64: 1e-10}.get(dtype, 1e-2)
+        fns: Dict[str, object] = {}
+        entries = []
+        for group in conv_bench.GROUPS:
+            per = {name: conv_bench.passes(fn, inputs, (group,))[group] for name, fn in cands.items()}
+            reference = None
+            for name in sorted(per, key=lambda n: n != ref_name):
+                key = name + conv_bench.SUFFIX[group]
+                kind = "ours" if name.startswith("equiops") else "baseline"
+                got, err = _safe_call(per[name])
+                if err:
+                    notes[key] = err
+                    entries.append((group, key, kind, False if kind == "ours" else None))
+                    continue
+                if name == ref_name:
+                    reference = got
+                ok = ok64.get(key) is True and (reference is None or conv_bench.agree(got, reference, tol))
+                entries.append((group, key, kind, ok))
+                if ok:
+                    fns[key] = per[name]
+            del reference
+        if device.type == "cuda":
+            times = time_interleaved(fns, device, repeats=5 if quick else 10, warmup=1)
+        else:
+            times = time_interleaved(fns, device, repeats=3 if quick else 5, warmup=0)
+        peaks: Dict[str, Optional[int]] = {}
+        if memory:
+            for group, key, kind, ok in entries:
+                if not ok:
+                    continue
+                name = key[: len(key) - len(conv_bench.SUFFIX[group])]
+                if device.type == "cuda":
+                    peaks[key] = conv_bench.peak_extra_bytes(fns[key], device)
+                else:
+                    peaks[key] = conv_bench.measure_memory_subprocess(
+                        problem.name, name, group, problem.nodes, problem.edges, dtype, backend, threads
+                    )
+        for group in conv_bench.GROUPS:
+            mine = [e for e in entries if e[0] == group]
+            base = ref_name + conv_bench.SUFFIX[group]
+            for _, key, kind, ok in mine:
+                row = _row("conv", problem.label, key, kind, base if (kind == "ours" and base in times) else None, ok,
+                           times, None)
+                row["peak_extra_MB"] = peaks[key] / 2**20 if peaks.get(key) is not None else None
+                base_peak = peaks.get(base)
+                if kind == "ours" and peaks.get(key) is not None and base_peak:
+                    row["memory_ratio"] = peaks[key] / base_peak
+                if key in notes:
+                    row["note"] = notes[key]
+                rows.append(row)
+        del inputs, cands, fns
+    _progress(len(probs), len(probs), "done")
+    return rows
+
+
+RUNNERS = {"scatter": run_scatter, "sh": run_harmonics, "tp": run_tp, "conv": run_conv}
 
 
 def _status(r) -> str:
@@ -346,9 +438,12 @@ def _status(r) -> str:
 def format_table(rows: List[Dict[str, object]]) -> str:
     header = ["op", "problem", "variant", "pass", "ms", "baseline", "base ms", "speedup", "GB/s"]
     flops = any(r.get("gflop_per_s") is not None for r in rows)
+    memory = any(r.get("peak_extra_MB") is not None for r in rows)
     notes = any(r.get("note") for r in rows)
     if flops:
         header.append("GFLOP/s")
+    if memory:
+        header += ["peak MB", "mem ratio"]
     if notes:
         header.append("note")
     lines = []
@@ -366,6 +461,9 @@ def format_table(rows: List[Dict[str, object]]) -> str:
         ]
         if flops:
             line.append(f"{r['gflop_per_s']:.1f}" if r.get("gflop_per_s") is not None else "-")
+        if memory:
+            line.append(f"{r['peak_extra_MB']:.1f}" if r.get("peak_extra_MB") is not None else "-")
+            line.append(f"{r['memory_ratio']:.3f}" if r.get("memory_ratio") is not None else "-")
         if notes:
             line.append(str(r.get("note") or ""))
         lines.append(tuple(line))
@@ -405,11 +503,12 @@ def bench(
     plot_path: Optional[str],
     tp_options: Optional[Dict[str, object]] = None,
 ) -> List[Dict[str, object]]:
-    """``tp_options``: keyword arguments of :func:`run_tp` (problems, passes, compile_e3nn, budget_s)."""
+    """``tp_options``: {family: keyword arguments of its runner}, e.g. {"tp": :func:`run_tp`'s
+    (problems, passes, compile_e3nn, budget_s), "conv": :func:`run_conv`'s (problems, memory)}."""
     rows: List[Dict[str, object]] = []
     load_at_start = _loadavg()
     for family in ops:
-        extra = (tp_options or {}) if family == "tp" else {}
+        extra = (tp_options or {}).get(family, {})
         rows += RUNNERS[family](device, dtype, quick, backend, **extra)
     env = environment(device)
     env["loadavg_at_start"], env["loadavg_at_end"] = load_at_start, env.pop("loadavg")

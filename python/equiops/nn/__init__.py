@@ -10,6 +10,7 @@ from .tensor_product import (
     from_e3nn,
     replace_e3nn_tensor_products,
 )
+from .tp_conv import TensorProductConv, tensor_product_conv
 
 __all__ = [
     "ChannelWiseTensorProduct",
@@ -17,7 +18,9 @@ __all__ = [
     "FullTensorProduct",
     "FullyConnectedTensorProduct",
     "TensorProduct",
+    "TensorProductConv",
     "channelwise_instructions",
     "from_e3nn",
     "replace_e3nn_tensor_products",
+    "tensor_product_conv",
 ]
