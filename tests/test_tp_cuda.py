@@ -333,10 +333,11 @@ def test_bad_input():
         _C.tensor_product_double_backward_cuda(
             None, x2[:1], None, torch.randn(N, p.dim_out, device=DEV), x1, x2, w, s
         )
-    # A hand-made string that breaks a mode's multiplicity rule (uvu with mul_out != mul_in1).
+    # A hand-made string that breaks a mode's multiplicity rule (uvu with mul_out != mul_in1):
+    # the shared parser (tp_problem.h) rejects it before the CUDA tables are built.
     bad = s.replace("\nuvu 0 0 0 4 1 4 ", "\nuvu 0 0 0 4 1 3 ", 1)
     assert bad != s
-    with pytest.raises(ValueError, match="uvu needs"):
+    with pytest.raises(ValueError, match="do not fit mode 'uvu'"):
         _C.tensor_product_cuda(x1, x2, w, bad)
 
 
