@@ -43,6 +43,14 @@ inline void store_part(float* p, __m256 v, __m256i m) { _mm256_maskstore_ps(p, m
 inline void store_part(double* p, __m256d v, __m256i m) { _mm256_maskstore_pd(p, m, v); }
 inline void stream_store(float* p, __m256 v) { _mm256_stream_ps(p, v); }
 inline void stream_store(double* p, __m256d v) { _mm256_stream_pd(p, v); }
+// Unaligned full loads/stores as intrinsics, not memcpy into an array: GCC's generic
+// tuning splits a 32-byte memcpy into two 16-byte moves through the stack, and the
+// 32-byte reload of the halves then waits on a failed store forward (seen in a perf
+// profile of the convolution: half of load_cols' samples on that reload).
+inline __m256 loadu(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256d loadu(const double* p) { return _mm256_loadu_pd(p); }
+inline void storeu(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline void storeu(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
 inline __m256 load_part(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
 inline __m256d load_part(const double* p, __m256i m) { return _mm256_maskload_pd(p, m); }
 template <typename T>

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "equiops/checks.h"
+#include "host_pool.h"
 #include "tp_glue.h"
 
 namespace equiops {
@@ -221,11 +222,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_backward(
   const int64_t E = A.E;
   // A broadcast edge input (one row for E > 1 edges) gets the sum over edges.
   const bool b2 = A.a.size(0) == 1 && E != 1, bw = A.w.size(0) == 1 && E != 1;
-  auto grad_like = [&](const at::Tensor& t, bool want) {
-    return want ? at::zeros(t.sizes(), t.options()) : at::empty({0}, t.options());
+  const bool none = E == 0 || P.paths.empty() || !(need[0] || need[1] || need[2]);
+  // The gradient w.r.t. x is summed into (zeros); the per-edge ones are written whole
+  // (every column of every edge row, or the reduction's result), so they need no
+  // zero fill, and come from the host pool (large: E x dim_w for per-edge weights).
+  auto grad_like = [&](const at::Tensor& t, bool want, bool summed) {
+    if (!want) return at::empty({0}, t.options());
+    return summed || none ? at::zeros(t.sizes(), t.options()) : HostPool::get().empty(t.sizes(), t.options());
   };
-  at::Tensor g1 = grad_like(A.x, need[0]), g2 = grad_like(A.a, need[1]), gw = grad_like(A.w, need[2]);
-  if (E == 0 || P.paths.empty() || !(need[0] || need[1] || need[2])) return {g1, g2, gw};
+  at::Tensor g1 = grad_like(A.x, need[0], true), g2 = grad_like(A.a, need[1], false),
+             gw = grad_like(A.w, need[2], false);
+  if (none) return {g1, g2, gw};
   const at::Tensor go = grad_out.contiguous();
   const at::Tensor s = src.contiguous(), d = dst.contiguous();
   const View v = make_view(s.data_ptr<int64_t>(), d.data_ptr<int64_t>(), E, A.num_src, perm, indptr, kBwd, "src");

@@ -63,13 +63,27 @@ inline void load_cols(const T* src, int64_t ld, int64_t row0, int n, int64_t c0,
   constexpr int W = lanes<T>();
   const T* rp[W];
   for (int a = 0; a < n; ++a) rp[a] = src + (idx != nullptr ? idx[row0 + a] : row0 + a) * ld + c0;
+  if (idx != nullptr && n > 1) {
+    // Every lane reading one row (the convolution's backward in sender order: a node's
+    // outgoing edges share its features): splat it instead of transposing.
+    bool same = true;
+    for (int a = 1; a < n; ++a) same = same && rp[a] == rp[0];
+    if (same) {
+      for (int64_t c = 0; c < cnt; ++c) {
+        Vec<T> v = splat(rp[0][c]);
+        for (int a = n; a < W; ++a) v[a] = T(0);
+        dst[c] = v;
+      }
+      return;
+    }
+  }
 #ifdef EQUIOPS_TP_AVX2
   if (n == W) {
     using R = typename Reg<T>::type;
     int64_t c = 0;
     for (; c + W <= cnt; c += W) {
       R r[W];
-      for (int a = 0; a < W; ++a) std::memcpy(&r[a], rp[a] + c, sizeof(R));
+      for (int a = 0; a < W; ++a) r[a] = loadu(rp[a] + c);
       transpose(r);
       for (int q = 0; q < W; ++q) dst[c + q] = (Vec<T>)r[q];
     }
@@ -121,10 +135,7 @@ inline void store_cols(const Vec<T>* src, T* dst, int64_t ld, int64_t row0, int 
           R sum = r[a];
           int b = a + 1;
           for (; b < W && rp[b] == rp[a]; ++b) sum += r[b];
-          R old;
-          std::memcpy(&old, rp[a] + c, sizeof(R));
-          old += sum;
-          std::memcpy(rp[a] + c, &old, sizeof(R));
+          storeu(rp[a] + c, loadu(rp[a] + c) + sum);
           a = b;
         }
         continue;
@@ -134,7 +145,7 @@ inline void store_cols(const Vec<T>* src, T* dst, int64_t ld, int64_t row0, int 
         if (nt && ((uintptr_t)q & 31) == 0) {
           stream_store(q, r[a]);
         } else {
-          std::memcpy(q, &r[a], sizeof(R));
+          storeu(q, r[a]);
         }
       }
     }
@@ -687,6 +698,20 @@ inline void end_range_grads(const Call<T>& c, const GradTargets<T>& t, Scratch<T
   if (t.bw) flush_lanes(sc.GWall, P.dim_w, part.gw);
 }
 
+// Prefetches the rows that the next chunk [r, r + n) of a row-mapped input will read
+// (the convolution gathers per-edge rows, e.g. the weights, in an order the hardware
+// prefetchers cannot follow). Inputs read in row order, or broadcast, need none.
+template <typename T>
+inline void prefetch_rows(const In<T>& x, int64_t r, int64_t row1, int64_t cols) {
+  if (x.p == nullptr || x.idx == nullptr || x.rows == 1) return;
+  constexpr int64_t per_line = 64 / sizeof(T);
+  const int64_t end = std::min<int64_t>(row1, r + lanes<T>());
+  for (int64_t q = r; q < end; ++q) {
+    const T* row = x.p + x.idx[q] * x.ld;
+    for (int64_t c = 0; c < cols; c += per_line) __builtin_prefetch(row + c);
+  }
+}
+
 template <typename T>
 void forward(const Call<T>& c, int64_t row0, int64_t row1, const Partials<T>&) {
   constexpr int W = lanes<T>();
@@ -696,6 +721,7 @@ void forward(const Call<T>& c, int64_t row0, int64_t row1, const Partials<T>&) {
   load_broadcast(c.x2, P.dim2, sc.X2);
   for (int64_t r = row0; r < row1; r += W) {
     const int n = (int)std::min<int64_t>(W, row1 - r);
+    prefetch_rows(c.w, r + W, row1, P.dim_w);
     load_rows(c.x1, r, n, P.dim1, sc.X1);
     load_rows(c.x2, r, n, P.dim2, sc.X2);
     for (size_t b = 0; b + 1 < P.block_start.size(); ++b) {
@@ -723,6 +749,8 @@ void backward(const Call<T>& c, int64_t row0, int64_t row1, const Partials<T>& p
   load_broadcast(c.x2, P.dim2, sc.X2);
   for (int64_t r = row0; r < row1; r += W) {
     const int n = (int)std::min<int64_t>(W, row1 - r);
+    prefetch_rows(c.w, r + W, row1, P.dim_w);
+    prefetch_rows(c.go, r + W, row1, P.dim_out);
     load_rows(c.x1, r, n, P.dim1, sc.X1);
     load_rows(c.x2, r, n, P.dim2, sc.X2);
     begin_grads(c, t, sc, r == row0);
