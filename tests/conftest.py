@@ -120,3 +120,16 @@ collect_ignore = (
     if torch.cuda.is_available() and os.environ.get("EQUIOPS_TRITON_TEST_DEVICE") != "cuda"
     else []
 )
+
+
+@pytest.fixture(scope="module")
+def kernel_cache_dir(tmp_path_factory):
+    """Generated Triton modules go to a temporary cache directory, not ~/.cache (the
+    Triton test files use it for every test: ``pytestmark = usefixtures(...)``)."""
+    old = os.environ.get("EQUIOPS_CACHE_DIR")
+    os.environ["EQUIOPS_CACHE_DIR"] = str(tmp_path_factory.mktemp("equiops_cache"))
+    yield
+    if old is None:
+        os.environ.pop("EQUIOPS_CACHE_DIR", None)
+    else:
+        os.environ["EQUIOPS_CACHE_DIR"] = old

@@ -33,7 +33,7 @@ if _DEVICE != "cpu" and not torch.cuda.is_available():
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from tp_cases import ALL_MODES, FULLY_CONNECTED  # noqa: E402
+from tp_cases import ALL_MODES, CHANNELWISE_SMALL, FULLY_CONNECTED  # noqa: E402
 
 from equiops.kernels import _codecache  # noqa: E402
 from equiops.kernels import tp_conv as C  # noqa: E402
@@ -53,30 +53,16 @@ TOL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _cache_dir(tmp_path_factory):
-    """Generated modules go to a temporary cache directory, not ~/.cache."""
-    old = os.environ.get("EQUIOPS_CACHE_DIR")
-    os.environ["EQUIOPS_CACHE_DIR"] = str(tmp_path_factory.mktemp("equiops_cache"))
-    yield
-    if old is None:
-        os.environ.pop("EQUIOPS_CACHE_DIR", None)
-    else:
-        os.environ["EQUIOPS_CACHE_DIR"] = old
+# Generated modules go to a temporary cache directory (conftest.kernel_cache_dir).
+pytestmark = pytest.mark.usefixtures("kernel_cache_dir")
 
 
 # --------------------------------------------------------------------------------------
 # Problems and graphs
 # --------------------------------------------------------------------------------------
 
-# Channel-wise, per-edge weights: node features 4x0e+4x1o, edge harmonics 0e+1o+2e.
-UVU = build_problem(
-    "4x0e+4x1o",
-    "0e+1o+2e",
-    "4x0e+4x1o+4x2e",
-    [(0, 0, 0, "uvu", True), (0, 1, 1, "uvu", True), (0, 2, 2, "uvu", True), (1, 0, 1, "uvu", True),
-     (1, 1, 0, "uvu", True), (1, 1, 2, "uvu", True), (1, 2, 1, "uvu", True)],
-)  # fmt: skip
+# Channel-wise, per-edge weights (node features 4x0e+4x1o, edge harmonics 0e+1o+2e).
+UVU = build_problem(*CHANNELWISE_SMALL)
 UVW = build_problem(*FULLY_CONNECTED)
 MIXED = build_problem(*ALL_MODES)
 PROBLEMS = {"uvu": UVU, "uvw": UVW, "mixed": MIXED}

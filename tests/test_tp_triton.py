@@ -41,6 +41,7 @@ from equiops.kernels import _codecache  # noqa: E402
 from equiops.kernels import tensor_product as K  # noqa: E402
 from equiops.reference.tensor_product import tensor_product as reference  # noqa: E402
 from equiops.tp_problem import build_problem  # noqa: E402
+from tp_cases import CHANNELWISE_SMALL  # noqa: E402
 
 # With its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0".
 DEV = torch.empty(0, device=_DEVICE).device
@@ -55,31 +56,15 @@ TOL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _cache_dir(tmp_path_factory):
-    """Generated modules go to a temporary cache directory, not ~/.cache."""
-    old = os.environ.get("EQUIOPS_CACHE_DIR")
-    os.environ["EQUIOPS_CACHE_DIR"] = str(tmp_path_factory.mktemp("equiops_cache"))
-    yield
-    if old is None:
-        os.environ.pop("EQUIOPS_CACHE_DIR", None)
-    else:
-        os.environ["EQUIOPS_CACHE_DIR"] = old
+# Generated modules go to a temporary cache directory (conftest.kernel_cache_dir).
+pytestmark = pytest.mark.usefixtures("kernel_cache_dir")
 
 
 # --------------------------------------------------------------------------------------
 # Problems
 # --------------------------------------------------------------------------------------
 
-# Channel-wise (the convolution's product): every pair of 4x0e+4x1o and 0e+1o+2e that
-# reaches 0e, 1o or 2e, uvu with per-row weights.
-UVU = build_problem(
-    "4x0e+4x1o",
-    "0e+1o+2e",
-    "4x0e+4x1o+4x2e",
-    [(0, 0, 0, "uvu", True), (0, 1, 1, "uvu", True), (0, 2, 2, "uvu", True), (1, 0, 1, "uvu", True),
-     (1, 1, 0, "uvu", True), (1, 1, 2, "uvu", True), (1, 2, 1, "uvu", True)],
-)  # fmt: skip
+UVU = build_problem(*CHANNELWISE_SMALL)
 
 # Fully connected (a linear-like layer), for shared weights: several paths per output.
 UVW = build_problem(

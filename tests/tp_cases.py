@@ -39,3 +39,13 @@ FULLY_CONNECTED = (
         (1, 1, 2, "uvw", True),
     ],
 )
+
+# Small channel-wise problem (the convolution's product): every pair of 4x0e+4x1o and
+# 0e+1o+2e that reaches 0e, 1o or 2e, uvu with per-row weights.
+CHANNELWISE_SMALL = (
+    "4x0e+4x1o",
+    "0e+1o+2e",
+    "4x0e+4x1o+4x2e",
+    [(0, 0, 0, "uvu", True), (0, 1, 1, "uvu", True), (0, 2, 2, "uvu", True), (1, 0, 1, "uvu", True),
+     (1, 1, 0, "uvu", True), (1, 1, 2, "uvu", True), (1, 2, 1, "uvu", True)],
+)  # fmt: skip
