@@ -656,16 +656,22 @@ def _launch_params(prob: TPProblem, block_rows: Optional[int]) -> Tuple[int, int
     return bn, warps
 
 
-def _check(x1: Tensor, x2: Tensor, weight: Tensor, prob: TPProblem) -> int:
-    for t, d, name in ((x1, prob.dim1, "x1"), (x2, prob.dim2, "x2"), (weight, prob.dim_w, "weight")):
+def _check_operands(operands, ref: Tensor, ref_name: str) -> None:
+    """Each ``(tensor, width, name)`` is 2-D ``(rows, width)``, contiguous, with ``ref``'s
+    dtype and device (also used by kernels/tp_conv.py)."""
+    for t, d, name in operands:
         if t.dim() != 2 or t.shape[1] != d:
             raise ValueError(f"{name} must be (rows, {d}), got {tuple(t.shape)}")
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
-        if t.dtype != x1.dtype:
-            raise TypeError(f"{name} must have dtype {x1.dtype} like x1, got {t.dtype}")
-        if t.device != x1.device:
-            raise ValueError(f"{name} must be on {x1.device} like x1, got {t.device}")
+        if t.dtype != ref.dtype:
+            raise TypeError(f"{name} must have dtype {ref.dtype} like {ref_name}, got {t.dtype}")
+        if t.device != ref.device:
+            raise ValueError(f"{name} must be on {ref.device} like {ref_name}, got {t.device}")
+
+
+def _check(x1: Tensor, x2: Tensor, weight: Tensor, prob: TPProblem) -> int:
+    _check_operands(((x1, prob.dim1, "x1"), (x2, prob.dim2, "x2"), (weight, prob.dim_w, "weight")), x1, "x1")
     if x1.dtype not in _ACC:
         raise TypeError(f"unsupported dtype {x1.dtype}")
     # N: the first row count other than 1 (0 included: an empty batch with a broadcast

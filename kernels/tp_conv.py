@@ -72,6 +72,7 @@ from equiops.kernels.tensor_product import (
     _Gen,
     _Term,
     _acc_dtype,
+    _check_operands,
     _covered,
     _device_ctx,
     _device_name,
@@ -266,15 +267,7 @@ def _check(x, edge_attr, weight, src, dst, perm, indptr, num_csr_nodes: int, pro
     if src.dim() != 1:
         raise ValueError(f"src must be 1-D (E,), got {tuple(src.shape)}")
     E = src.shape[0]
-    for t, d, name in ((x, prob.dim1, "x"), (edge_attr, prob.dim2, "edge_attr"), (weight, prob.dim_w, "weight")):
-        if t.dim() != 2 or t.shape[1] != d:
-            raise ValueError(f"{name} must be (rows, {d}), got {tuple(t.shape)}")
-        if not t.is_contiguous():
-            raise ValueError(f"{name} must be contiguous")
-        if t.dtype != x.dtype:
-            raise TypeError(f"{name} must have dtype {x.dtype} like x, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} must be on {x.device} like x, got {t.device}")
+    _check_operands(((x, prob.dim1, "x"), (edge_attr, prob.dim2, "edge_attr"), (weight, prob.dim_w, "weight")), x, "x")
     for t, name in ((edge_attr, "edge_attr"), (weight, "weight")):
         if t.shape[0] not in (1, E):
             raise ValueError(f"{name} has {t.shape[0]} rows; it must have 1 or E = {E}")
