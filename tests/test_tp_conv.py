@@ -24,6 +24,7 @@ CHANNELWISE = ("8x0e+8x1o+4x2e", "0e+1o+2e")
 
 
 def _rel(a, b):
+    a, b = a.detach(), b.detach()
     scale = b.abs().max().clamp_min(1e-300)
     return float((a - b).abs().max() / scale)
 
