@@ -34,6 +34,9 @@ CASES = [
     ("2x0e+1x1o", "3x0e+1x1o+2x0e", {"f_in": 4, "f_out": 3, "biases": [True, False, True]}),
     ("2x0e+0x1o", "3x0e+2x1o+0x0e", {"biases": True}),
     ("3x1e+2x0o", "2x1e+1x0o", {}),
+    # a sparse chain (7 of 16 blocks): one product per input block
+    ("2x1o+3x1o+1x1o+2x1o", "1x1o+2x1o+3x1o+2x1o",
+     {"instructions": [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3)], "biases": True}),
 ]
 IDS = [f"{a}->{b}" + ("|" + ",".join(sorted(k)) if k else "") for a, b, k in CASES]
 
@@ -200,6 +203,13 @@ def test_bias_only_outputs():
 
 
 # --------------------------------------------------------------------------- shapes
+def test_non_contiguous_input():
+    theirs, ours = _pair("3x0e+2x1o", "2x0e+2x1o")
+    x = _randn(9, 4, seed=1).t()[:, :9]
+    assert not x.is_contiguous()
+    _assert_rel(ours(x), theirs(x), F64_TOL)
+
+
 @pytest.mark.parametrize("lead", [(), (0,), (7,), (2, 3, 4)], ids=lambda s: str(s))
 def test_leading_dimensions(lead):
     theirs, ours = _pair("2x0e+1x1o", "3x0e+1x1o", biases=True)
@@ -251,6 +261,9 @@ def test_grouping_plan():
     instruction set is one product per block; layout-preserving cases need no gather."""
     assert len(Linear("8x0e+8x0e", "16x0e")._groups) == 1
     assert len(Linear("8x0e+4x1o+8x0e", "8x0e+4x1o+8x0e")._groups) == 2
+    chain = Linear("2x1o+3x1o+1x1o+2x1o", "1x1o+2x1o+3x1o+2x1o",
+                   instructions=[(0, 0), (1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3)])
+    assert len(chain._groups) == 4 and chain._gather and not chain._padded
     diag = Linear("4x0e+3x0e", "4x0e+3x0e", instructions=[(0, 0), (1, 1)])
     assert len(diag._groups) == 2 and not diag._gather
     assert not Linear("8x0e+4x1o", "8x0e+4x1o")._gather
@@ -279,7 +292,9 @@ def test_from_e3nn_external_weights_and_dtype():
         theirs = o3.Linear("3x0e+1x1o", "2x0e+1x1o", shared_weights=False, f_in=2, f_out=3)
     with pytest.raises(ValueError, match="f_in and f_out"):
         Linear.from_e3nn(theirs)
+    state = torch.random.get_rng_state()
     conv = Linear.from_e3nn(theirs, f_in=2, f_out=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
     x = _randn(4, 2, 6, seed=1)
     w = _randn(4, 2, 3, conv.weight_numel, seed=2)
     _assert_rel(conv(x, w), theirs(x, w), F64_TOL)
@@ -429,6 +444,5 @@ def test_bad_forward_arguments():
         unshared(torch.randn(4, 2), torch.randn(3, 6))
     with pytest.raises(ValueError, match=r"weight must have shape \(batch\.\.\., 6\), got \(4, 5\)"):
         unshared(torch.randn(4, 2), torch.randn(4, 5))
-    if torch.cuda.is_available():  # pragma: no cover - GPU machines only
-        with pytest.raises(ValueError, match="is on"):
-            lin(x.cuda())
+    with pytest.raises(ValueError, match="weight is on cpu but features is on meta"):
+        lin(x.to("meta"))

@@ -98,7 +98,7 @@ def test_soft_one_hot_bessel_at_start(cutoff):
 def test_soft_one_hot_cutoff_zero_outside():
     x = torch.tensor([-3.0, -0.5, 1.5, 4.0], dtype=torch.float64)
     for basis in ["cosine", "smooth_finite", "fourier", "bessel"]:
-        y, g, h = derivatives(lambda t: soft_one_hot_linspace(t, -0.5, 1.5, 5, basis, True), x)
+        y, g, h = derivatives(lambda t, b=basis: soft_one_hot_linspace(t, -0.5, 1.5, 5, b, True), x)
         # strictly outside: exactly 0; at the ends: 0 up to the rounding of the grid (e3nn's too)
         assert torch.equal(y[[0, 3]], torch.zeros_like(y[[0, 3]])), basis
         assert torch.equal(g[[0, 3]], torch.zeros(2, dtype=g.dtype)) and torch.equal(h[[0, 3]], torch.zeros(2, dtype=h.dtype))
@@ -171,6 +171,15 @@ def test_bessel_branch_boundary():
     ref = derivatives(lambda t: bessel_reference(w, t, r_max), r)
     for a, e in zip(ours, ref):
         rel_close(a, e, 1e-12)
+
+
+def test_tensor_and_numpy_scalars_accepted():
+    np = pytest.importorskip("numpy")
+    assert BesselBasis(torch.tensor(5.0)).r_max == 5.0
+    assert PolynomialCutoff(np.float64(2.0), p=np.int64(5)).p == 5.0
+    x = torch.linspace(0, 1, 5, dtype=torch.float64)
+    assert torch.equal(soft_one_hot_linspace(x, torch.tensor(0.0), 1.0, 4, "cosine", True),
+                       soft_one_hot_linspace(x, 0.0, 1.0, 4, "cosine", True))
 
 
 def test_bessel_trainable_flag_and_state_dict():
@@ -313,6 +322,7 @@ def test_radial_pipeline_compiled_matches_eager():
         (lambda: BesselBasis(float("nan")), "r_max"),
         (lambda: BesselBasis(5.0, num_basis=0), "num_basis"),
         (lambda: BesselBasis(5.0, num_basis=2.5), "num_basis"),
+        (lambda: BesselBasis("5"), "r_max"),
         (lambda: PolynomialCutoff(0.0), "r_max"),
         (lambda: PolynomialCutoff(5.0, p=0), "p=0"),
         (lambda: PolynomialCutoff(5.0, p=0.5), "p=0.5"),

@@ -11,8 +11,21 @@ from .tensor_product import (
     replace_e3nn_tensor_products,
 )
 from .tp_conv import TensorProductConv, tensor_product_conv
+from .linear import Linear
+from .radial import BesselBasis, CosineCutoff, GaussianBasis, PolynomialCutoff, RadialMLP, soft_one_hot_linspace
+from .gate import Activation, Gate, NormActivation
 
 __all__ = [
+    "Activation",
+    "BesselBasis",
+    "CosineCutoff",
+    "Gate",
+    "GaussianBasis",
+    "Linear",
+    "NormActivation",
+    "PolynomialCutoff",
+    "RadialMLP",
+    "soft_one_hot_linspace",
     "ChannelWiseTensorProduct",
     "ElementwiseTensorProduct",
     "FullTensorProduct",

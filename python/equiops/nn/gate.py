@@ -250,8 +250,8 @@ class Gate(torch.nn.Module):
 
         # e3nn's _Sortcut: the input is the sorted concatenation of the simplified pieces.
         parts = (irreps_scalars.simplify(), irreps_gates.simplify(), irreps_gated.simplify())
-        cat = Irreps(sum((list(p) for p in parts), []))
-        sorted_irreps, perm, inv = cat.sort()
+        cat = Irreps([mul_ir for p in parts for mul_ir in p])
+        sorted_irreps, _, inv = cat.sort()
         offsets = [0] * len(cat)
         pos = 0
         for j in range(len(cat)):

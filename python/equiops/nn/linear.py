@@ -400,18 +400,19 @@ class Linear(torch.nn.Module):
         # path weights (both do when every output has one instruction).
         ours = None
         for normalization in ("element", "path"):
-            candidate = cls(
-                module.irreps_in,
-                module.irreps_out,
-                f_in=f_in,
-                f_out=f_out,
-                internal_weights=module.internal_weights,
-                shared_weights=module.shared_weights,
-                instructions=[(i.i_in, i.i_out) for i in ins if i.i_in != -1],
-                biases=[any(i.i_in == -1 and i.i_out == o for i in ins) for o in range(len(module.irreps_out))],
-                path_normalization=normalization,
-                backend=backend,
-            )
+            with torch.random.fork_rng(devices=[]):  # the candidates' random init leaves the RNG alone
+                candidate = cls(
+                    module.irreps_in,
+                    module.irreps_out,
+                    f_in=f_in,
+                    f_out=f_out,
+                    internal_weights=module.internal_weights,
+                    shared_weights=module.shared_weights,
+                    instructions=[(i.i_in, i.i_out) for i in ins if i.i_in != -1],
+                    biases=[any(i.i_in == -1 and i.i_out == o for i in ins) for o in range(len(module.irreps_out))],
+                    path_normalization=normalization,
+                    backend=backend,
+                )
             if len(candidate.instructions) != len(ins) or any(
                 tuple(a.path_shape) != tuple(e.path_shape) or (a.i_in, a.i_out) != (e.i_in, e.i_out)
                 for a, e in zip(candidate.instructions, ins)
@@ -557,18 +558,12 @@ class Linear(torch.nn.Module):
             if self._gather:
                 wf = wf.index_select(-1, self._w_index)
             wf = wf * self._w_scale.to(wf.dtype)
-            wlead = wf.shape[:-1]
-            if f_in is None:
-                eq = "uw,zui->zwi" if shared else "zuw,zui->zwi"
-            else:
-                eq = "xyuw,zxui->zywi" if shared else "zxyuw,zxui->zywi"
             xlead = (n,) if f_in is None else (n, f_in)
-            ylead = (n,) + feat_out
             for runs, m_in, d, m_out, goff in self._groups:
-                wg = wf.narrow(-1, goff, m_in * m_out).reshape(wlead + (m_in, m_out))
+                wg = wf.narrow(-1, goff, m_in * m_out)
                 parts = [rows.narrow(-1, s, mul * d).reshape(xlead + (mul, d)) for s, mul in runs]
                 xg = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
-                ys.append(torch.einsum(eq, wg, xg).reshape(ylead + (m_out * d,)))
+                ys.append(self._mix(wg, xg, shared, n, m_in, m_out, d))
 
         # -- assemble the output blocks --
         pieces = []
@@ -585,6 +580,29 @@ class Linear(torch.nn.Module):
             pieces.append(t)
         out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
         return out.reshape(out_shape)
+
+    def _mix(self, wg: Tensor, xg: Tensor, shared: bool, n: int, m_in: int, m_out: int, d: int) -> Tensor:
+        """``out[z, (y,) w, i] = sum_(x,) u W[(z,) (x, y,) u, w] X[z, (x,) u, i]`` as one GEMM,
+        ``(n d, K) @ (K, M)`` with the irrep components folded into the rows (shared
+        weights), or one batched ``(M, K) @ (K, d)`` product per row (per-row weights);
+        ``K = f_in m_in``, ``M = f_out m_out``. Returns ``(n, (f_out,) m_out d)``."""
+        f_in, f_out = self.f_in, self.f_out
+        if f_in is None:
+            k, mm = m_in, m_out
+            feat_out: Tuple[int, ...] = ()
+        else:
+            k, mm = f_in * m_in, f_out * m_out
+            feat_out = (f_out,)
+        x2 = xg.reshape(n, k, d)
+        if shared:
+            w2 = wg.reshape(m_in, m_out) if f_in is None else (
+                wg.reshape(f_in, f_out, m_in, m_out).permute(0, 2, 1, 3).reshape(k, mm))
+            y = torch.matmul(x2.transpose(-1, -2), w2).transpose(-1, -2)  # (n, M, d)
+        else:
+            w2 = wg.reshape(n, m_in, m_out).transpose(-1, -2) if f_in is None else (
+                wg.reshape(n, f_in, f_out, m_in, m_out).permute(0, 2, 4, 1, 3).reshape(n, mm, k))
+            y = torch.matmul(w2, x2)  # (n, M, d)
+        return y.reshape((n,) + feat_out + (m_out * d,))
 
     @staticmethod
     def _check_like(t: Tensor, x: Tensor, name: str) -> None:

@@ -58,10 +58,21 @@ _BASES = ("gaussian", "cosine", "smooth_finite", "fourier", "bessel")
 _SINC_COEFFS = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(11))
 
 
+def _as_float(x) -> Optional[float]:
+    """``float(x)`` for a real number (Python, numpy or a one-element tensor), else None."""
+    if isinstance(x, (bool, str, bytes)) or isinstance(x, numbers.Complex) and not isinstance(x, numbers.Real):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
 def _positive_number(x, name: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(float(x)) or not float(x) > 0:
+    v = _as_float(x)
+    if v is None or not math.isfinite(v) or not v > 0:
         raise ValueError(f"{name} must be a positive finite number, got {name}={x!r}")
-    return float(x)
+    return v
 
 
 def _positive_int(x, name: str, minimum: int = 1) -> int:
@@ -103,7 +114,8 @@ def _check_linspace_args(start, end, number, basis, cutoff):
         raise ValueError(f"basis={basis!r} is not a valid entry; expected one of {_BASES}")
     number = _positive_int(number, "number")
     for name, v in (("start", start), ("end", end)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+        f = _as_float(v)
+        if f is None or not math.isfinite(f):
             raise ValueError(f"{name} must be a finite number, got {name}={v!r}")
     if float(start) == float(end):
         raise ValueError(f"start and end must differ, got start={start!r}, end={end!r}")
@@ -220,9 +232,10 @@ class PolynomialCutoff(torch.nn.Module):
     def __init__(self, r_max, p: float = 6) -> None:
         super().__init__()
         self.r_max = _positive_number(r_max, "r_max")
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(float(p)) or float(p) < 1:
+        pf = _as_float(p)
+        if pf is None or not math.isfinite(pf) or pf < 1:
             raise ValueError(f"p must be a number >= 1, got p={p!r}")
-        self.p = float(p)
+        self.p = pf
         self._factor = 1.0 / self.r_max
 
     def forward(self, r: Tensor) -> Tensor:
@@ -312,8 +325,8 @@ class RadialMLP(torch.nn.Sequential):
         hs = list(hs)
         if len(hs) < 1:
             raise ValueError(f"hs must list at least one size, got hs={hs!r}")
-        for h in hs:
-            _positive_int(h, "every entry of hs")
+        for i, h in enumerate(hs):
+            _positive_int(h, f"hs[{i}]")
         if act is not None and not callable(act):
             raise ValueError(f"act must be callable or None, got act={act!r}")
         _positive_number(variance_in, "variance_in")
