@@ -14,6 +14,7 @@ from .tp_conv import TensorProductConv, tensor_product_conv
 from .linear import Linear
 from .radial import BesselBasis, CosineCutoff, GaussianBasis, PolynomialCutoff, RadialMLP, soft_one_hot_linspace
 from .gate import Activation, Gate, NormActivation
+from .tfn import InteractionBlock, RadialEmbedding, TensorFieldNetwork, TFNConv
 
 __all__ = [
     "Activation",
@@ -21,10 +22,14 @@ __all__ = [
     "CosineCutoff",
     "Gate",
     "GaussianBasis",
+    "InteractionBlock",
     "Linear",
     "NormActivation",
     "PolynomialCutoff",
+    "RadialEmbedding",
     "RadialMLP",
+    "TFNConv",
+    "TensorFieldNetwork",
     "soft_one_hot_linspace",
     "ChannelWiseTensorProduct",
     "ElementwiseTensorProduct",
