@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh pytest hypothesis "e3nn==0.6.0" triton numpy pytest-benchmark mpmath \
-  "sphericart==2.0.4" "sphericart-torch==2.0.4"
+  "sphericart==2.0.4" "sphericart-torch==2.0.4" "ase==3.29.0"
 python3 -m pytest tests -q "$@"

@@ -17,9 +17,10 @@ from . import harmonics as harmonics_bench
 from . import scatter as scatter_bench
 from . import tensor_product as tp_bench
 from . import tp_conv as conv_bench
+from . import tfn as tfn_bench
 from .timing import copy_bandwidth, time_interleaved
 
-FAMILIES = ("scatter", "sh", "tp", "conv")  # grows as op families land (egnn, tfn, lieconv)
+FAMILIES = ("scatter", "sh", "tp", "conv", "tfn")  # grows as op families land (egnn, lieconv)
 
 # Float32 sums of ~16 N(0, 1) terms in another order differ from float64 by ~1e-6.
 _CHECK_TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
@@ -428,7 +429,13 @@ def run_conv(
     return rows
 
 
-RUNNERS = {"scatter": run_scatter, "sh": run_harmonics, "tp": run_tp, "conv": run_conv}
+def run_tfn(device: torch.device, dtype, quick: bool, backend: str) -> List[Dict[str, object]]:
+    """One TFN layer (equiops.bench.tfn) against its e3nn composition: forward, fwd+bwd,
+    a force-training step."""
+    return tfn_bench.run(device, dtype, quick, backend, _row, _safe_call, time_interleaved, _progress)
+
+
+RUNNERS = {"scatter": run_scatter, "sh": run_harmonics, "tp": run_tp, "conv": run_conv, "tfn": run_tfn}
 
 
 def _status(r) -> str:
