@@ -227,3 +227,41 @@ def test_bad_input():
         TensorFieldNetwork(2, "4x0o+2x1o")
     with pytest.raises(ValueError, match="x must have shape"):
         TFNConv("2x0e", "2x0e", 1).double()(torch.zeros(3, 3, dtype=torch.float64), pos[:3], src[:0], dst[:0])
+
+
+def test_from_e3nn_parts():
+    """Layers composed of e3nn parts load into ours with their weights and give the same
+    results; a product with other instructions is refused."""
+    torch.manual_seed(5)
+    ir_in, sh, ir_out = "4x0e+2x1o", "0e+1o+2e", "3x0e+2x1o+2x1e"
+    with default_dtype(torch.float64):
+        mid, ins = equiops.nn.channelwise_instructions(ir_in, sh, ir_out, layout="mace")
+        tp = o3.TensorProduct(ir_in, sh, str(mid), ins, shared_weights=False, internal_weights=False)
+        fc = e3nn_nn.FullyConnectedNet([6, 16, tp.weight_numel], torch.nn.functional.silu)
+        lin, si = o3.Linear(str(mid), ir_out), o3.Linear(ir_in, ir_out)
+    ours = TFNConv.from_e3nn(tp, fc, lin, si, r_max=2.5, avg_num_neighbors=4.0)
+    pos, src, dst = _graph(9, 7, self_loops=False)
+    x = torch.randn(9, ours.irreps_in.dim, dtype=torch.float64)
+    vec = pos[src] - pos[dst]
+    w = fc(ours.conv.radial_embedding(vec.norm(dim=-1)))
+    msg = tp(x[src], o3.spherical_harmonics(sh, vec, normalize=True, normalization="component"), w)
+    want = lin(torch.zeros(9, msg.shape[1], dtype=torch.float64).index_add_(0, dst, msg) / 2.0) + si(x)
+    assert _rel(ours(x, pos, src, dst), want) < 1e-10
+    # NequIP's block from its e3nn parts.
+    with default_dtype(torch.float64):
+        mid_n, ins_n = equiops.nn.channelwise_instructions(ir_in, sh, ir_out, layout="nequip")
+        tp_n = o3.TensorProduct(ir_in, sh, str(mid_n), ins_n, shared_weights=False, internal_weights=False)
+        fc_n = e3nn_nn.FullyConnectedNet([6, 8, tp_n.weight_numel], torch.nn.functional.silu)
+        l1, l2 = o3.Linear(ir_in, ir_in), o3.Linear(str(mid_n), ir_out)
+        sc = o3.FullyConnectedTensorProduct(ir_in, "2x0e", ir_out)
+    block = InteractionBlock.from_e3nn(l1, tp_n, fc_n, l2, sc, r_max=2.5, avg_num_neighbors=4.0)
+    attr = torch.nn.functional.one_hot(torch.arange(9) % 2, 2).double()
+    h = l1(x)
+    w = fc_n(block.conv.radial_embedding(vec.norm(dim=-1)))
+    msg = tp_n(h[src], o3.spherical_harmonics(sh, vec, normalize=True, normalization="component"), w)
+    want = l2(torch.zeros(9, msg.shape[1], dtype=torch.float64).index_add_(0, dst, msg) / 2.0) + sc(x, attr)
+    assert _rel(block(x, attr, pos, src, dst), want) < 1e-10
+    # A product in another layout (NequIP's order into TFNConv) is refused.
+    if [tuple(i[:5]) for i in ins_n] != [tuple(i[:5]) for i in ins]:
+        with pytest.raises(ValueError, match="channel-wise"):
+            TFNConv.from_e3nn(tp_n, fc_n, lin, si, r_max=2.5, avg_num_neighbors=4.0)

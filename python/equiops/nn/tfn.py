@@ -59,6 +59,29 @@ def edge_vectors(pos: Tensor, edge_src: Tensor, edge_dst: Tensor, where: str) ->
     return pos.index_select(0, edge_src.long()) - pos.index_select(0, edge_dst.long())
 
 
+def _from_e3nn_edge(tp, fc, irreps_filter, layout: str, where: str):
+    """Checks an e3nn channel-wise ``TensorProduct`` and ``FullyConnectedNet`` against the
+    convolution ``_EdgeConv`` would build; returns (irreps_in, irreps_sh, radial kwargs)."""
+    irreps_in, irreps_sh = Irreps(str(tp.irreps_in1)), Irreps(str(tp.irreps_in2))
+    mid, ins = channelwise_instructions(irreps_in, irreps_sh, irreps_filter, layout=layout)
+    theirs = [tuple(i[:5]) for i in tp.instructions]
+    if Irreps(str(tp.irreps_out)) != mid or theirs != [tuple(i[:5]) for i in ins]:
+        raise ValueError(f"{where}: the e3nn TensorProduct is not the channel-wise ('{layout}' layout) product this "
+                         f"layer builds: expected irreps_out {mid} and instructions {ins}, got {tp.irreps_out} and "
+                         f"{theirs}")
+    if tp.shared_weights or tp.internal_weights:
+        raise ValueError(f"{where}: the e3nn TensorProduct must take per-edge weights (shared_weights=False)")
+    hs = list(fc.hs)
+    if hs[-1] != tp.weight_numel:
+        raise ValueError(f"{where}: the radial network outputs {hs[-1]} weights, the product needs {tp.weight_numel}")
+    layer0 = getattr(fc, "layer0", None)
+    act = getattr(getattr(layer0, "act", None), "f", None)
+    if len(hs) > 2 and act is None:
+        raise ValueError(f"{where}: cannot read the radial network's activation")
+    return irreps_in, irreps_sh, {"num_basis": hs[0], "radial_neurons": tuple(hs[1:-1]),
+                                  "radial_act": act if act is not None else torch.nn.functional.silu}
+
+
 class RadialEmbedding(torch.nn.Module):
     """``|r| -> bessel(|r|) * cutoff(|r|)``: NequIP's edge length embedding ``(E,) -> (E, num_basis)``."""
 
@@ -132,6 +155,27 @@ class TFNConv(torch.nn.Module):
         self.linear = Linear(self.conv.irreps_mid, self.irreps_out)
         self.self_interaction = Linear(self.irreps_in, self.irreps_out) if self_interaction else None
 
+    @classmethod
+    def from_e3nn(cls, tp, fc, linear, self_interaction=None, *, r_max: float, avg_num_neighbors: float,
+                  cutoff_p: float = 6, backend: Optional[str] = None) -> "TFNConv":
+        """The layer composed of e3nn parts, with their weights: ``tp`` an
+        ``o3.TensorProduct`` with this layer's channel-wise instructions (MACE's sorted
+        layout) and per-edge weights, ``fc`` the ``nn.FullyConnectedNet`` radial network,
+        ``linear`` the ``o3.Linear`` after the sum, ``self_interaction`` an ``o3.Linear``
+        (or None). The radial embedding (Bessel basis x polynomial cutoff, ``r_max``,
+        ``cutoff_p``) has no e3nn counterpart and starts at its defaults."""
+        irreps_out = Irreps(str(linear.irreps_out))
+        irreps_in, irreps_sh, radial = _from_e3nn_edge(tp, fc, irreps_out, "mace", "TFNConv.from_e3nn")
+        ours = cls(irreps_in, irreps_out, irreps_sh, r_max=r_max, cutoff_p=cutoff_p,
+                   avg_num_neighbors=avg_num_neighbors, self_interaction=self_interaction is not None,
+                   backend=backend, **radial)
+        ours.to(next(linear.parameters()).dtype)  # before loading: no rounding through float32
+        ours.conv.radial.load_state_dict(fc.state_dict())
+        ours.linear.load_state_dict(linear.state_dict())
+        if self_interaction is not None:
+            ours.self_interaction.load_state_dict(self_interaction.state_dict())
+        return ours
+
     def forward(self, x: Tensor, pos: Tensor, edge_src: Tensor, edge_dst: Tensor, graph: Optional[Graph] = None) -> Tensor:
         where = type(self).__name__
         if x.dim() != 2 or x.shape[1] != self.irreps_in.dim or x.shape[0] != pos.shape[0]:
@@ -170,6 +214,26 @@ class InteractionBlock(torch.nn.Module):
         self.linear_2 = Linear(self.conv.irreps_mid, self.irreps_out)
         self.sc = (FullyConnectedTensorProduct(self.irreps_in, self.irreps_node_attr, self.irreps_out, backend=backend)
                    if use_sc else None)
+
+    @classmethod
+    def from_e3nn(cls, linear_1, tp, fc, linear_2, sc=None, *, r_max: float, avg_num_neighbors: float,
+                  cutoff_p: float = 6, backend: Optional[str] = None) -> "InteractionBlock":
+        """The block composed of e3nn parts, with their weights (NequIP's order: ``linear_1``,
+        the channel-wise ``tp`` in NequIP's instruction order with per-edge weights from
+        ``fc``, ``linear_2``, and the self-connection ``sc``, an
+        ``o3.FullyConnectedTensorProduct(irreps_in, irreps_node_attr, irreps_out)`` or None)."""
+        irreps_out = Irreps(str(linear_2.irreps_out))
+        irreps_in, irreps_sh, radial = _from_e3nn_edge(tp, fc, irreps_out, "nequip", "InteractionBlock.from_e3nn")
+        node_attr = Irreps(str(sc.irreps_in2)) if sc is not None else Irreps("0e")
+        ours = cls(irreps_in, irreps_out, node_attr, irreps_sh, r_max=r_max, cutoff_p=cutoff_p,
+                   avg_num_neighbors=avg_num_neighbors, use_sc=sc is not None, backend=backend, **radial)
+        ours.to(next(linear_2.parameters()).dtype)  # before loading: no rounding through float32
+        ours.linear_1.load_state_dict(linear_1.state_dict())
+        ours.conv.radial.load_state_dict(fc.state_dict())
+        ours.linear_2.load_state_dict(linear_2.state_dict())
+        if sc is not None:
+            ours.sc.load_state_dict(sc.state_dict())
+        return ours
 
     def forward(self, x: Tensor, node_attr: Tensor, pos: Tensor, edge_src: Tensor, edge_dst: Tensor,
                 graph: Optional[Graph] = None) -> Tensor:
