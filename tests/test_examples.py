@@ -1,8 +1,11 @@
 """The examples run end to end (small sizes)."""
 
 import pathlib
+import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,3 +29,17 @@ def test_nbody_egnn_quick_run():
     last = [line for line in out.stdout.splitlines() if line.startswith("test MSE ")]
     assert last, out.stdout[-2000:]
     assert float(last[-1].split()[-1]) < 0.05, last[-1]
+
+
+def test_tfn_forces_quick_run():
+    """The TFN force-training example's --quick run at least halves the test force MAE."""
+    pytest.importorskip("ase")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "tfn_forces.py"), "--quick"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    before = re.findall(r"^before training: test force MAE ([0-9.]+) eV/A", out.stdout, re.M)
+    after = re.findall(r"^after training .*test force MAE ([0-9.]+) eV/A", out.stdout, re.M)
+    assert before and after, out.stdout[-2000:]
+    assert float(after[-1]) <= 0.5 * float(before[0]), out.stdout[-2000:]
