@@ -97,7 +97,9 @@ class E3nnTFNLayer(torch.nn.Module):
 def make_inputs(p: Problem, nodes: int, edges: int, dtype, device, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     src = torch.randint(0, nodes, (edges,), generator=g)
-    dst = torch.randint(0, nodes, (edges,), generator=g)
+    # No self-loops (a TFN graph has none): at a zero vector the harmonics' derivative is
+    # ~1/eps on both sides, and the +/- contributions to one atom cancel only to rounding.
+    dst = (src + torch.randint(1, nodes, (edges,), generator=g)) % nodes
     dim = Irreps(p.irreps).dim
     x = torch.randn(nodes, dim, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
     pos = (torch.rand(nodes, 3, generator=g, dtype=torch.float64) * 10).to(device=device, dtype=dtype)
