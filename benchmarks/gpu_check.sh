@@ -130,6 +130,10 @@ CONV_PROBLEMS=nequip-water,nequip-lips,mace-medium; [ "$DRY" = 1 ] && CONV_PROBL
 "${CONV_LIMIT[@]}" python3 -m equiops bench $BENCH_FLAGS --ops conv --conv-problems "$CONV_PROBLEMS" \
   --output "$OUT/bench_conv.json" > "$OUT/bench_conv.log" 2>&1
 note_rc $? "bench conv ($CONV_PROBLEMS)"
+# One TFN layer against its e3nn composition (forward, fwd+bwd, force step).
+"${CONV_LIMIT[@]}" python3 -m equiops bench $BENCH_FLAGS --ops tfn --output "$OUT/bench_tfn.json" \
+  > "$OUT/bench_tfn.log" 2>&1
+note_rc $? "bench tfn"
 
 python3 - "$OUT" <<'PY' | tee "$OUT/table.txt"
 import json, sys, os
