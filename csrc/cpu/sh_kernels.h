@@ -83,10 +83,10 @@ inline void store_chunk(const Tables& tb, const Vec<T>* src, T* out, int64_t row
       for (int a = 0; a < W; ++a) {
         T* p = o + a * stride + c_tail;
         if (stride == K && (p - o) + W <= chunk_end) {
-          std::memcpy(p, &r[a], sizeof(R));
+          storeu(p, r[a]);
         } else {
           T t[W];
-          std::memcpy(t, &r[a], sizeof(R));
+          storeu(t, r[a]);
           for (int q = 0; q < w; ++q) p[q] = t[q];
         }
       }
@@ -95,7 +95,7 @@ inline void store_chunk(const Tables& tb, const Vec<T>* src, T* out, int64_t row
       R r[W];
       for (int q = 0; q < W; ++q) r[q] = (R)(src[col_src[c0 + q]] * scale[c0 + q]);
       transpose(r);
-      for (int a = 0; a < W; ++a) std::memcpy(o + a * stride + c0, &r[a], sizeof(R));
+      for (int a = 0; a < W; ++a) storeu(o + a * stride + c0, r[a]);
     }
     return;
   }
@@ -121,7 +121,8 @@ inline void load_grad_chunk(const Tables& tb, const T* grad, int64_t row0, int n
       const T* g = grad + row0 * tb.K + c0;
       R r[W];
       if (w == W) {
-        for (int a = 0; a < W; ++a) std::memcpy(&r[a], g + a * tb.K, sizeof(R));
+        // Intrinsics, not memcpy: see loadu in avx2_tiles.h.
+        for (int a = 0; a < W; ++a) r[a] = loadu(g + a * tb.K);
       } else {
         const __m256i m = tail_mask((T*)nullptr, w);
         for (int a = 0; a < W; ++a) r[a] = load_part(g + a * tb.K, m);
