@@ -712,11 +712,12 @@ def _covered(prob: TPProblem, which: str) -> bool:
 class _Grad:
     """An input-shaped gradient: direct rows, or partial rows summed afterwards."""
 
-    def __init__(self, like: Tensor, N: int, NB: int, width: int, covered: bool):
+    def __init__(self, like: Tensor, N: int, NB: int, width: int, covered: bool, programs: Optional[int] = None):
         self.like = like
         self.reduce = like.shape[0] == 1 and N > 1
-        # The module constant is read per call (tests lower it to exercise the row loop).
-        self.P = min(NB, REDUCE_PROGRAMS) if self.reduce else NB
+        # The module constant is read per call (tests lower it to exercise the row loop);
+        # ``programs``: another module's constant (kernels/tp_conv.py).
+        self.P = min(NB, REDUCE_PROGRAMS if programs is None else programs) if self.reduce else NB
         make = torch.empty if covered else torch.zeros
         if self.reduce:
             self.buf = make(self.P, width, dtype=_acc_dtype(like.dtype), device=like.device)

@@ -69,6 +69,7 @@ from torch import Tensor
 from equiops.kernels import _codecache
 from equiops.kernels.tensor_product import (
     _ACC,
+    _Grad,
     _Gen,
     _Term,
     _acc_dtype,
@@ -80,6 +81,7 @@ from equiops.kernels.tensor_product import (
     _launch_params,
     _pow2,
     _prologue,
+    _ptr,
 )
 from equiops.tp_problem import TPPath, TPProblem, decode
 
@@ -287,10 +289,6 @@ def _stride(t: Tensor) -> int:
     return 0 if t.shape[0] == 1 else t.shape[1]
 
 
-def _ptr(t: Optional[Tensor], fallback: Tensor) -> Tensor:
-    return t if t is not None and t.numel() > 0 else fallback
-
-
 def conv_forward(
     x: Tensor,
     edge_attr: Tensor,
@@ -329,27 +327,6 @@ def conv_forward(
             CSR=csr, HAS_PERM=perm is not None, ACC=_ACC[dtype], BN=bn, num_warps=warps,
         )  # fmt: skip
     return out if out.dtype == dtype else out.to(dtype)
-
-
-class _EdgeGrad:
-    """Gradient of an edge input: one row per edge, or (broadcast row, ``E > 1``) partial
-    rows of the first ``P`` programs, summed afterwards in a fixed order."""
-
-    def __init__(self, like: Tensor, E: int, NB: int, width: int, covered: bool):
-        self.like = like
-        self.reduce = like.shape[0] == 1 and E > 1
-        # The module constant is read per call (tests lower it to exercise the row loop).
-        self.P = min(NB, REDUCE_PROGRAMS) if self.reduce else NB
-        make = torch.empty if covered and E > 0 else torch.zeros
-        if self.reduce:
-            self.buf = make(self.P, width, dtype=_acc_dtype(like.dtype), device=like.device)
-        else:
-            self.buf = make(like.shape[0], width, dtype=like.dtype, device=like.device)
-
-    def result(self) -> Tensor:
-        if self.reduce:
-            return self.buf.sum(0, keepdim=True).to(self.like.dtype)
-        return self.buf
 
 
 def conv_backward(
@@ -392,8 +369,11 @@ def conv_backward(
             g1 = (torch.empty if _covered(prob, "g1") else torch.zeros)(Ns, prob.dim1, dtype=dtype, device=x.device)
         else:
             g1 = torch.zeros(Ns, prob.dim1, dtype=dtype if csr else _acc_dtype(dtype), device=x.device)
-    g2 = _EdgeGrad(edge_attr, E, NB, prob.dim2, _covered(prob, "g2")) if need[1] else None
-    gw = _EdgeGrad(weight, E, NB, prob.dim_w, _covered(prob, "gw")) if need[2] else None
+    # Edge inputs' gradients: one row per edge, or (a broadcast row, E > 1) partial rows of
+    # the first P programs summed in a fixed order (the plain product's _Grad; E == 0
+    # launches nothing, so its rows start at zero).
+    g2 = _Grad(edge_attr, E, NB, prob.dim2, _covered(prob, "g2") and E > 0, REDUCE_PROGRAMS) if need[1] else None
+    gw = _Grad(weight, E, NB, prob.dim_w, _covered(prob, "gw") and E > 0, REDUCE_PROGRAMS) if need[2] else None
 
     run1 = g1 is not None and g1.numel() > 0 and bool(grp.in1)
     run2 = g2 is not None and g2.buf.numel() > 0 and bool(grp.in2)

@@ -27,6 +27,7 @@ import torch
 from ..irreps import Irreps
 from ..nn.tfn import TFNConv
 from . import optional_module
+from .tp_conv import agree  # relative max error per output, shapes equal
 
 GROUPS = ("forward", "backward", "force")
 SUFFIX = {"forward": "", "backward": " fwd+bwd", "force": " force"}
@@ -152,16 +153,6 @@ def passes(fn: Callable, params: Sequence[torch.Tensor], inputs, groups: Sequenc
 
     table = {"forward": forward, "backward": backward, "force": force}
     return {g: table[g] for g in groups}
-
-
-def agree(got, want, tol: float) -> bool:
-    for a, b in zip(got, want):
-        if a.shape != b.shape:
-            return False
-        scale = b.double().abs().max().clamp_min(1e-300)
-        if float((a.double() - b.double()).abs().max() / scale) > tol:
-            return False
-    return True
 
 
 def run(device: torch.device, dtype, quick: bool, backend: str, row, safe_call, time_interleaved,
