@@ -83,4 +83,30 @@ TORCH_LIBRARY(equiops, m) {
       " Tensor dst, Tensor? dst_perm, Tensor? dst_indptr, Tensor? src_perm, Tensor? src_indptr,"
       " bool[3] need, str problem, str backend)"
 " -> (Tensor, Tensor, Tensor)");
+
+  // Fused EGNN message block: per edge e (receiver i = dst[e], sender j = src[e]) the
+  // edge MLP of z1 = node_i[i] + node_j[j] + |x_i - x_j|^2 w_radial + w_edge edge_attr[e],
+  // the optional attention gate, the coordinate MLP and the coordinate term, summed at
+  // the receivers: (m_sum (n, M), t_sum (n, 3)). Semantics and shapes:
+  // python/equiops/reference/egnn_message.py. act: "silu" | "relu"; coord_norm: "none" |
+  // "detached" | "plus_one" | "clamped"; c_clamp / trans_clamp: 0 = off. The views are
+  // equiops.Graph's (None: built by the CPU kernel; atomics on CUDA).
+  m.def(
+      "egnn_message(Tensor node_i, Tensor node_j, Tensor coord, Tensor edge_attr, Tensor src,"
+      " Tensor dst, Tensor? dst_perm, Tensor? dst_indptr, Tensor? src_perm, Tensor? src_indptr,"
+      " Tensor w_radial, Tensor w_edge, Tensor w2, Tensor b2, Tensor? w_att, Tensor? b_att,"
+      " Tensor wc1, Tensor bc1, Tensor wc2, Tensor? bc2, str act, str coord_norm, bool tanh,"
+      " float c_clamp, float trans_clamp, str backend) -> (Tensor, Tensor)");
+  // Gradients of <grad_m, m_sum> + <grad_t, t_sum> w.r.t. (node_i, node_j, coord,
+  // edge_attr, w_radial, w_edge, w2, b2, w_att, b_att, wc1, bc1, wc2, bc2), each the
+  // shape of its input ((0,) for an absent optional one). Edge quantities are recomputed,
+  // never stored by the forward.
+  m.def(
+      "egnn_message_backward(Tensor grad_m, Tensor grad_t, Tensor node_i, Tensor node_j,"
+      " Tensor coord, Tensor edge_attr, Tensor src, Tensor dst, Tensor? dst_perm,"
+      " Tensor? dst_indptr, Tensor? src_perm, Tensor? src_indptr, Tensor w_radial,"
+      " Tensor w_edge, Tensor w2, Tensor b2, Tensor? w_att, Tensor? b_att, Tensor wc1,"
+      " Tensor bc1, Tensor wc2, Tensor? bc2, str act, str coord_norm, bool tanh, float c_clamp,"
+      " float trans_clamp, str backend) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,"
+      " Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -42,7 +42,7 @@ import time
 import torch
 from torch import nn
 
-from equiops.reference.egnn_vel import EGNN_vel
+from equiops.nn import EGNN_vel
 
 # --------------------------------------------------------------------------- simulator
 

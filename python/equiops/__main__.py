@@ -70,6 +70,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--conv-problems", default=None, help="conv: comma-separated problem names (default: all)")
     b.add_argument("--conv-memory", default="on", choices=("on", "off"),
                    help="conv: also measure each call's peak extra memory (CPU: a process per candidate)")
+    b.add_argument("--egnn-graphs", type=int, default=None, help="egnn: graphs in the batch (default 60; 16 with --quick)")
+    b.add_argument("--egnn-nodes", type=int, default=None, help="egnn: nodes per fully connected graph (default 30)")
+    b.add_argument("--egnn-hidden", type=int, default=None, help="egnn: hidden features H (default 64)")
+    b.add_argument("--egnn-layers", type=int, default=None, help="egnn: layers (default 4)")
+    b.add_argument("--egnn-memory", default="on", choices=("on", "off"),
+                   help="egnn: also measure each call's peak extra memory (CPU: a process per candidate)")
     sub.add_parser("info", help="which backends are built and usable, and why not")
     args = parser.parse_args(argv)
 
@@ -95,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"cannot write {path!r} (missing folder or no permission)")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib (pip install matplotlib)")
-    tp_options = {"tp": _tp_options(parser, args), "conv": _conv_options(parser, args)}
+    tp_options = {"tp": _tp_options(parser, args), "conv": _conv_options(parser, args), "egnn": _egnn_options(parser, args)}
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -146,6 +152,17 @@ def _conv_options(parser, args) -> dict:
         if unknown:
             parser.error(f"--conv-problems: {unknown} unknown; choose from {conv_bench.NAMES}")
         options["problems"] = names
+    return options
+
+
+def _egnn_options(parser, args) -> dict:
+    options = {"memory": args.egnn_memory == "on"}
+    for name, least in (("graphs", 1), ("nodes", 2), ("hidden", 1), ("layers", 1)):
+        value = getattr(args, "egnn_" + name)
+        if value is not None:
+            if value < least:
+                parser.error(f"--egnn-{name} must be at least {least}, got {value}")
+            options[name] = value
     return options
 
 

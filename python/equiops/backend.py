@@ -44,6 +44,8 @@ AUTO_CUDA_ORDER = {
     "tensor_product": ("triton", "cuda"),
     # The fused tensor-product convolution has only a Triton kernel on CUDA.
     "tp_conv": ("triton",),
+    # The fused EGNN message block has only a Triton kernel on CUDA.
+    "egnn": ("triton",),
 }
 
 _state = threading.local()

@@ -95,8 +95,13 @@ class Graph:
         self.out_degree = self.src_indptr[1:] - self.src_indptr[:-1]
         # Edges already in receiver (sender) order need no gather through the perm:
         # the reductions then read rows sequentially, several times faster on CPU.
-        self.dst_sorted = bool((dst[1:] >= dst[:-1]).all()) if dst.numel() > 1 else True
-        self.src_sorted = bool((src[1:] >= src[:-1]).all()) if src.numel() > 1 else True
+        # A Graph built inside a compiled region keeps the perms (the check is
+        # data-dependent, and the perms are right either way).
+        if torch.compiler.is_compiling():
+            self.dst_sorted = self.src_sorted = False
+        else:
+            self.dst_sorted = bool((dst[1:] >= dst[:-1]).all()) if dst.numel() > 1 else True
+            self.src_sorted = bool((src[1:] >= src[:-1]).all()) if src.numel() > 1 else True
 
     @property
     def num_edges(self) -> int:

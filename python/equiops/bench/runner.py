@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from . import egnn as egnn_bench
 from . import harmonics as harmonics_bench
 from . import scatter as scatter_bench
 from . import tensor_product as tp_bench
@@ -20,7 +21,7 @@ from . import tp_conv as conv_bench
 from . import tfn as tfn_bench
 from .timing import copy_bandwidth, time_interleaved
 
-FAMILIES = ("scatter", "sh", "tp", "conv", "tfn")  # grows as op families land (egnn, lieconv)
+FAMILIES = ("scatter", "sh", "tp", "conv", "tfn", "egnn")  # grows as op families land (lieconv)
 
 # Float32 sums of ~16 N(0, 1) terms in another order differ from float64 by ~1e-6.
 _CHECK_TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
@@ -435,7 +436,15 @@ def run_tfn(device: torch.device, dtype, quick: bool, backend: str) -> List[Dict
     return tfn_bench.run(device, dtype, quick, backend, _row, _safe_call, time_interleaved, _progress)
 
 
-RUNNERS = {"scatter": run_scatter, "sh": run_harmonics, "tp": run_tp, "conv": run_conv, "tfn": run_tfn}
+def run_egnn(device: torch.device, dtype, quick: bool, backend: str, **options) -> List[Dict[str, object]]:
+    """A 4-layer EGNN (equiops.bench.egnn): equiops.nn.EGNN (fused) against the plain-PyTorch
+    model, forward and fwd+bwd, time and peak extra memory; ``options``: graphs, nodes,
+    hidden, layers, memory (:func:`equiops.bench.egnn.run`)."""
+    return egnn_bench.run(device, dtype, quick, backend, _row, _safe_call, time_interleaved, _progress, **options)
+
+
+RUNNERS = {"scatter": run_scatter, "sh": run_harmonics, "tp": run_tp, "conv": run_conv, "tfn": run_tfn,
+           "egnn": run_egnn}
 
 
 def _status(r) -> str:
@@ -511,7 +520,8 @@ def bench(
     tp_options: Optional[Dict[str, object]] = None,
 ) -> List[Dict[str, object]]:
     """``tp_options``: {family: keyword arguments of its runner}, e.g. {"tp": :func:`run_tp`'s
-    (problems, passes, compile_e3nn, budget_s), "conv": :func:`run_conv`'s (problems, memory)}."""
+    (problems, passes, compile_e3nn, budget_s), "conv": :func:`run_conv`'s (problems, memory),
+    "egnn": :func:`run_egnn`'s (graphs, nodes, hidden, layers, memory)}."""
     rows: List[Dict[str, object]] = []
     load_at_start = _loadavg()
     for family in ops:
@@ -526,6 +536,9 @@ def bench(
         with open(output, "w") as f:
             json.dump(result, f, indent=2)
     print(format_table(rows))
+    for r in rows:  # a family's stated goals (egnn: the issue's CPU goals)
+        for goal, met in (r.get("goals") or {}).items():
+            print(f"goal {r['op']} {r['problem']}: {goal}: {'not measured' if met is None else ('met' if met else 'NOT met')}")
     if "copy_bandwidth_GBps" in result:
         print(f"device copy bandwidth (read + write): {result['copy_bandwidth_GBps']:.0f} GB/s")
     if plot_path:

@@ -15,8 +15,13 @@ from .linear import Linear
 from .radial import BesselBasis, CosineCutoff, GaussianBasis, PolynomialCutoff, RadialMLP, soft_one_hot_linspace
 from .gate import Activation, Gate, NormActivation
 from .tfn import InteractionBlock, RadialEmbedding, TensorFieldNetwork, TFNConv
+from .egnn import E_GCL, E_GCL_vel, EGNN, EGNN_vel
 
 __all__ = [
+    "E_GCL",
+    "E_GCL_vel",
+    "EGNN",
+    "EGNN_vel",
     "Activation",
     "BesselBasis",
     "CosineCutoff",

@@ -97,7 +97,8 @@ def _split_edge_index(edge_index: EdgeIndex, num_nodes: int) -> Tuple[torch.Tens
     for name, idx in (("row", row), ("col", col)):
         if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
             raise ValueError(f"edge_index: expected an integer dtype for {name}, got {idx.dtype}")
-        if idx.numel() > 0:
+        # Not while compiling: data-dependent (the fused kernels check ranges themselves).
+        if idx.numel() > 0 and not torch.compiler.is_compiling():
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= num_nodes:
                 raise IndexError(

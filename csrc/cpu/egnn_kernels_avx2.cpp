@@ -1,0 +1,26 @@
+// The EGNN message kernels compiled for AVX2 + FMA, chosen at run time when the CPU has
+// them (egnn_cpu.cpp): 32-byte vectors as single instructions, fused multiply-adds in
+// the micro-GEMMs.
+#include "egnn_cpu.h"
+
+#ifdef EQUIOPS_EGNN_HAVE_AVX2
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+#define EQUIOPS_EGNN_NS avx2
+#define EQUIOPS_EGNN_AVX2 1
+#include "egnn_kernels.h"
+
+namespace equiops {
+namespace egnn {
+namespace avx2 {
+
+KernelSet<float> kernels_f32() { return make<float>(); }
+KernelSet<double> kernels_f64() { return make<double>(); }
+
+}  // namespace avx2
+}  // namespace egnn
+}  // namespace equiops
+
+#pragma GCC pop_options
+#endif
