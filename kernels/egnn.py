@@ -268,21 +268,15 @@ def _unit_backward(g0, g1, g2, d0, d1, d2, r, NORM: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(
-    ni_ptr, nj_ptr, x_ptr, ea_ptr, src_ptr, dst_ptr, perm_ptr, indptr_ptr,
-    wrad_ptr, wedge_ptr, w2_ptr, b2_ptr, watt_ptr, batt_ptr, wc1_ptr, bc1_ptr, wc2_ptr, bc2_ptr,
-    m_ptr, t_ptr, E, n, c_clamp: tl.float64, trans_clamp: tl.float64,
-    H1: tl.constexpr, M: tl.constexpr, HC: tl.constexpr, D: tl.constexpr,
-    BH1: tl.constexpr, BM: tl.constexpr, BHC: tl.constexpr, BD: tl.constexpr, BR: tl.constexpr,
-    ACT: tl.constexpr, NORM: tl.constexpr, HAS_ATT: tl.constexpr, HAS_BC2: tl.constexpr, TANH: tl.constexpr,
-    CCLAMP: tl.constexpr, TCLAMP: tl.constexpr, CSR: tl.constexpr, HAS_PERM: tl.constexpr, DOT: tl.constexpr,
-):  # fmt: skip
-    pid = tl.program_id(0).to(tl.int64)
+def _weights(wrad_ptr, wedge_ptr, w2_ptr, b2_ptr, watt_ptr, batt_ptr, wc1_ptr, bc1_ptr, wc2_ptr, bc2_ptr,
+             H1: tl.constexpr, M: tl.constexpr, HC: tl.constexpr, D: tl.constexpr, BH1: tl.constexpr,
+             BM: tl.constexpr, BHC: tl.constexpr, BD: tl.constexpr, HAS_ATT: tl.constexpr, HAS_BC2: tl.constexpr):
+    """Every weight of the block, padded and masked (absent gate: w_att = b2 unused, b_att = bc2 = 0)."""
     wrad = _vec(wrad_ptr, BH1, H1)
-    wedge_t = tl.trans(_mat(wedge_ptr, BH1, BD, H1, D))
-    w2_t = tl.trans(_mat(w2_ptr, BM, BH1, M, H1))
+    wedge = _mat(wedge_ptr, BH1, BD, H1, D)
+    w2 = _mat(w2_ptr, BM, BH1, M, H1)
     b2 = _vec(b2_ptr, BM, M)
-    wc1_t = tl.trans(_mat(wc1_ptr, BHC, BM, HC, M))
+    wc1 = _mat(wc1_ptr, BHC, BM, HC, M)
     bc1 = _vec(bc1_ptr, BHC, HC)
     wc2 = _vec(wc2_ptr, BHC, HC)
     if HAS_ATT:
@@ -295,6 +289,26 @@ def _forward_kernel(
         bc2 = tl.load(bc2_ptr)
     else:
         bc2 = 0.0
+    return wrad, wedge, w2, b2, wc1, bc1, wc2, watt, batt, bc2
+
+
+@triton.jit
+def _forward_kernel(
+    ni_ptr, nj_ptr, x_ptr, ea_ptr, src_ptr, dst_ptr, perm_ptr, indptr_ptr,
+    wrad_ptr, wedge_ptr, w2_ptr, b2_ptr, watt_ptr, batt_ptr, wc1_ptr, bc1_ptr, wc2_ptr, bc2_ptr,
+    m_ptr, t_ptr, E, n, c_clamp: tl.float64, trans_clamp: tl.float64,
+    H1: tl.constexpr, M: tl.constexpr, HC: tl.constexpr, D: tl.constexpr,
+    BH1: tl.constexpr, BM: tl.constexpr, BHC: tl.constexpr, BD: tl.constexpr, BR: tl.constexpr,
+    ACT: tl.constexpr, NORM: tl.constexpr, HAS_ATT: tl.constexpr, HAS_BC2: tl.constexpr, TANH: tl.constexpr,
+    CCLAMP: tl.constexpr, TCLAMP: tl.constexpr, CSR: tl.constexpr, HAS_PERM: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0).to(tl.int64)
+    wrad, wedge, w2, b2, wc1, bc1, wc2, watt, batt, bc2 = _weights(
+        wrad_ptr, wedge_ptr, w2_ptr, b2_ptr, watt_ptr, batt_ptr, wc1_ptr, bc1_ptr, wc2_ptr, bc2_ptr,
+        H1, M, HC, D, BH1, BM, BHC, BD, HAS_ATT, HAS_BC2)
+    wedge_t = tl.trans(wedge)
+    w2_t = tl.trans(w2)
+    wc1_t = tl.trans(wc1)
     cm = tl.arange(0, BM)
     rows = pid * BR + tl.arange(0, BR)
     if CSR:
@@ -359,27 +373,13 @@ def _backward_kernel(
     cm = tl.arange(0, BM)
     chc = tl.arange(0, BHC)
     cd = tl.arange(0, BD)
-    wrad = _vec(wrad_ptr, BH1, H1)
     # One tile per weight matrix, transposed in registers (one shared-memory copy each).
-    wedge = _mat(wedge_ptr, BH1, BD, H1, D)
+    wrad, wedge, w2, b2, wc1, bc1, wc2, watt, batt, bc2 = _weights(
+        wrad_ptr, wedge_ptr, w2_ptr, b2_ptr, watt_ptr, batt_ptr, wc1_ptr, bc1_ptr, wc2_ptr, bc2_ptr,
+        H1, M, HC, D, BH1, BM, BHC, BD, HAS_ATT, HAS_BC2)
     wedge_t = tl.trans(wedge)
-    w2 = _mat(w2_ptr, BM, BH1, M, H1)
     w2_t = tl.trans(w2)
-    b2 = _vec(b2_ptr, BM, M)
-    wc1 = _mat(wc1_ptr, BHC, BM, HC, M)
     wc1_t = tl.trans(wc1)
-    bc1 = _vec(bc1_ptr, BHC, HC)
-    wc2 = _vec(wc2_ptr, BHC, HC)
-    if HAS_ATT:
-        watt = _vec(watt_ptr, BM, M)
-        batt = tl.load(batt_ptr)
-    else:
-        watt = b2
-        batt = 0.0
-    if HAS_BC2:
-        bc2 = tl.load(bc2_ptr)
-    else:
-        bc2 = 0.0
     dt = w2.dtype
     acc_wrad = tl.zeros([BH1], dtype=dt)
     acc_wedge = tl.zeros([BH1, BD], dtype=dt)

@@ -38,14 +38,13 @@ memory.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import tp_conv as conv_bench
 from .tp_conv import agree, peak_extra_bytes
 
 GROUPS = ("forward", "backward")
@@ -166,14 +165,9 @@ def passes(model: torch.nn.Module, inputs, groups: Sequence[str] = GROUPS,
 def measure_memory_subprocess(p: Problem, candidate: str, group: str, dtype, backend: str, threads: int) -> Optional[int]:
     """The CPU peak of one call in a fresh process (None if it failed), as
     :func:`equiops.bench.tp_conv.measure_memory_subprocess` measures it."""
-    cmd = [sys.executable, "-m", "equiops.bench.egnn", "memory", candidate, group, str(p.graphs), str(p.nodes),
-           str(p.hidden), str(p.layers), str(dtype).replace("torch.", ""), backend, str(threads)]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "EQUIOPS_CPU_POOL_MB": "0"}
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True, env=env)
-        return int(json.loads(res.stdout.strip().splitlines()[-1])["peak_extra_bytes"])
-    except Exception:  # noqa: BLE001 - reported as a missing number
-        return None
+    return conv_bench.run_memory_process("equiops.bench.egnn", [
+        candidate, group, str(p.graphs), str(p.nodes), str(p.hidden), str(p.layers), str(dtype).replace("torch.", ""),
+        backend, str(threads)])
 
 
 def _memory_main(argv: List[str]) -> None:

@@ -198,8 +198,14 @@ def peak_extra_bytes(fn: Callable[[], object], device) -> int:
 def measure_memory_subprocess(problem: str, candidate: str, group: str, nodes: int, edges: int, dtype, backend: str,
                               threads: int) -> Optional[int]:
     """The CPU peak in a fresh process (None if it failed)."""
-    cmd = [sys.executable, "-m", "equiops.bench.tp_conv", "memory", problem, candidate, group, str(nodes), str(edges),
-           str(dtype).replace("torch.", ""), backend, str(threads)]
+    return run_memory_process("equiops.bench.tp_conv", [problem, candidate, group, str(nodes), str(edges),
+                                                        str(dtype).replace("torch.", ""), backend, str(threads)])
+
+
+def run_memory_process(module: str, args: List[str]) -> Optional[int]:
+    """``python -m module memory *args`` in a fresh process: its printed peak extra bytes
+    (None if it failed). Shared by the benchmarks that measure peak memory this way."""
+    cmd = [sys.executable, "-m", module, "memory", *args]
     # Every large block straight from and back to the system (glibc's fixed mmap
     # threshold; no host pool), so the resident size follows live memory.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "EQUIOPS_CPU_POOL_MB": "0"}
