@@ -82,7 +82,7 @@ def extension():
 
 setup(
     package_dir={"equiops": "python/equiops", "equiops.kernels": "kernels"},
-    packages=["equiops", "equiops.bench", "equiops.ops", "equiops.reference", "equiops.nn", "equiops.kernels"],
+    packages=["equiops", "equiops.bench", "equiops.ops", "equiops.reference", "equiops.nn", "equiops.kernels", "equiops.lie"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

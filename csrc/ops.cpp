@@ -109,4 +109,20 @@ TORCH_LIBRARY(equiops, m) {
       " Tensor bc1, Tensor wc2, Tensor? bc2, str act, str coord_norm, bool tanh, float c_clamp,"
       " float trans_clamp, str backend) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,"
       " Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // Fused PointConv of LieConv: out[b, q] = weight @ (sum_k mask penult[b, q, k]^T
+  // values[b, nbhd_idx[b, q, k]]).flatten() + bias, divided by max(1, count) with mean.
+  // penult (B, m, K, C), values (B, n, ci), nbhd_idx (B, m, K) int64 in [0, n), nbhd_mask
+  // (B, m, K) bool, weight (co, C * ci), bias (co,) or None; out (B, m, co). Semantics:
+  // python/equiops/reference/pointconv.py. Neither the gathered (B, m, K, ci) values nor
+  // the (B, m, C * ci) partials are materialised.
+  m.def(
+      "pointconv(Tensor penult, Tensor values, Tensor nbhd_idx, Tensor nbhd_mask, Tensor weight,"
+      " Tensor? bias, bool mean, str backend) -> Tensor");
+  // Gradients of <grad_out, out> w.r.t. (penult, values, weight, bias), each the shape of
+  // its input (bias: (0,) when None); the partials are recomputed, never stored.
+  m.def(
+      "pointconv_backward(Tensor grad_out, Tensor penult, Tensor values, Tensor nbhd_idx,"
+      " Tensor nbhd_mask, Tensor weight, Tensor? bias, bool mean, str backend)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -20,7 +20,7 @@ def test_graph_aggregation_example():
 
 
 def test_nbody_egnn_quick_run():
-    """The N-body example's --quick run trains the (reference) EGNN_vel to test MSE < 0.05."""
+    """The N-body example's --quick run trains the fused EGNN_vel to test MSE < 0.05."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "nbody_egnn.py"), "--quick"],
         capture_output=True, text=True, timeout=600,
@@ -41,5 +41,18 @@ def test_tfn_forces_quick_run():
     assert out.returncode == 0, out.stderr[-3000:]
     before = re.findall(r"^before training: test force MAE ([0-9.]+) eV/A", out.stdout, re.M)
     after = re.findall(r"^after training .*test force MAE ([0-9.]+) eV/A", out.stdout, re.M)
+    assert before and after, out.stdout[-2000:]
+    assert float(after[-1]) <= 0.5 * float(before[0]), out.stdout[-2000:]
+
+
+def test_lieconv_energy_quick_run():
+    """The LieConv example's --quick run lowers the test energy MAE at least 2x."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "lieconv_energy.py"), "--quick"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    before = re.findall(r"^test MAE ([0-9.]+) \(before training\)", out.stdout, re.M)
+    after = re.findall(r"^test MAE ([0-9.]+) \(after training", out.stdout, re.M)
     assert before and after, out.stdout[-2000:]
     assert float(after[-1]) <= 0.5 * float(before[0]), out.stdout[-2000:]

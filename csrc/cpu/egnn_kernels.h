@@ -34,29 +34,10 @@ namespace egnn {
 namespace EQUIOPS_EGNN_NS {
 
 #include "row_vectors.h"
-
 #ifdef EQUIOPS_EGNN_AVX2
-#include "avx2_tiles.h"
-template <typename T>
-inline Vec<T> vld(const T* p) {
-  return (Vec<T>)loadu(p);
-}
-template <typename T>
-inline void vst(T* p, Vec<T> v) {
-  storeu(p, (typename Reg<T>::type)v);
-}
-#else
-template <typename T>
-inline Vec<T> vld(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <typename T>
-inline void vst(T* p, Vec<T> v) {
-  std::memcpy(p, &v, sizeof v);
-}
+#define EQUIOPS_MICRO_GEMM_AVX2 1
 #endif
+#include "micro_gemm.h"
 
 template <typename T>
 inline Vec<T> splat(T x) {
@@ -183,84 +164,11 @@ inline void axpy(T* y, T alpha, const T* x, int n) {
   for (; k < n; ++k) y[k] += alpha * x[k];
 }
 template <typename T>
-inline void add_row(T* y, const T* x, int n) {
-  constexpr int L = lanes<T>();
-  int k = 0;
-  for (; k + L <= n; k += L) vst(y + k, vld(y + k) + vld(x + k));
-  for (; k < n; ++k) y[k] += x[k];
-}
-template <typename T>
 inline void scale_row(T* y, T alpha, int n) {
   constexpr int L = lanes<T>();
   int k = 0;
   for (; k + L <= n; k += L) vst(y + k, vld(y + k) * alpha);
   for (; k < n; ++k) y[k] *= alpha;
-}
-
-// ------------------------------------------------------------------ micro-GEMM
-// C (m x N, ldc) = or += A (m x K) B (K x N, ldb), A(i, k) = A[i * ars + k * acs] (any
-// strides: it is read by broadcast scalars, so a transposed A costs nothing), B by rows.
-// Register blocks of 4 rows x 2 vectors; column tails by one vector, then scalars.
-template <typename T>
-void gemm(int m, int N, int K, const T* A, int64_t ars, int64_t acs, const T* B, int64_t ldb, T* C, int64_t ldc,
-          bool acc) {
-  constexpr int L = lanes<T>();
-  int j = 0;
-  for (; j + 2 * L <= N; j += 2 * L) {
-    int i = 0;
-    for (; i + 4 <= m; i += 4) {
-      Vec<T> c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{};
-      T* c0 = C + i * ldc + j;
-      if (acc) {
-        c00 = vld(c0), c01 = vld(c0 + L);
-        c10 = vld(c0 + ldc), c11 = vld(c0 + ldc + L);
-        c20 = vld(c0 + 2 * ldc), c21 = vld(c0 + 2 * ldc + L);
-        c30 = vld(c0 + 3 * ldc), c31 = vld(c0 + 3 * ldc + L);
-      }
-      const T* a0 = A + i * ars;
-      const T* b = B + j;
-      for (int k = 0; k < K; ++k, b += ldb) {
-        const Vec<T> b0 = vld(b), b1 = vld(b + L);
-        const T* ak = a0 + k * acs;
-        const T x0 = ak[0], x1 = ak[ars], x2 = ak[2 * ars], x3 = ak[3 * ars];
-        c00 += x0 * b0, c01 += x0 * b1;
-        c10 += x1 * b0, c11 += x1 * b1;
-        c20 += x2 * b0, c21 += x2 * b1;
-        c30 += x3 * b0, c31 += x3 * b1;
-      }
-      vst(c0, c00), vst(c0 + L, c01);
-      vst(c0 + ldc, c10), vst(c0 + ldc + L, c11);
-      vst(c0 + 2 * ldc, c20), vst(c0 + 2 * ldc + L, c21);
-      vst(c0 + 3 * ldc, c30), vst(c0 + 3 * ldc + L, c31);
-    }
-    for (; i < m; ++i) {
-      T* c0 = C + i * ldc + j;
-      Vec<T> c00{}, c01{};
-      if (acc) c00 = vld(c0), c01 = vld(c0 + L);
-      const T* b = B + j;
-      for (int k = 0; k < K; ++k, b += ldb) {
-        const T x = A[i * ars + k * acs];
-        c00 += x * vld(b), c01 += x * vld(b + L);
-      }
-      vst(c0, c00), vst(c0 + L, c01);
-    }
-  }
-  for (; j + L <= N; j += L) {
-    for (int i = 0; i < m; ++i) {
-      T* c0 = C + i * ldc + j;
-      Vec<T> c00 = acc ? vld(c0) : Vec<T>{};
-      const T* b = B + j;
-      for (int k = 0; k < K; ++k, b += ldb) c00 += A[i * ars + k * acs] * vld(b);
-      vst(c0, c00);
-    }
-  }
-  for (; j < N; ++j) {
-    for (int i = 0; i < m; ++i) {
-      T s = acc ? C[i * ldc + j] : T(0);
-      for (int k = 0; k < K; ++k) s += A[i * ars + k * acs] * B[k * ldb + j];
-      C[i * ldc + j] = s;
-    }
-  }
 }
 
 // ------------------------------------------------------------------ per-edge parts

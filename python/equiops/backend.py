@@ -46,6 +46,7 @@ AUTO_CUDA_ORDER = {
     "tp_conv": ("triton",),
     # The fused EGNN message block has only a Triton kernel on CUDA.
     "egnn": ("triton",),
+    "pointconv": ("triton",),
 }
 
 _state = threading.local()

@@ -16,8 +16,16 @@ from .radial import BesselBasis, CosineCutoff, GaussianBasis, PolynomialCutoff, 
 from .gate import Activation, Gate, NormActivation
 from .tfn import InteractionBlock, RadialEmbedding, TensorFieldNetwork, TFNConv
 from .egnn import E_GCL, E_GCL_vel, EGNN, EGNN_vel
+from .lieconv import BottleBlock, GlobalPool, LieConv, LieConvBNrelu, LieResNet, MaskBatchNormNd, PointConv
 
 __all__ = [
+    "BottleBlock",
+    "GlobalPool",
+    "LieConv",
+    "LieConvBNrelu",
+    "LieResNet",
+    "MaskBatchNormNd",
+    "PointConv",
     "E_GCL",
     "E_GCL_vel",
     "EGNN",
