@@ -87,6 +87,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._dot import mm
+
 __all__ = ["message_forward", "message_backward", "REDUCE_PROGRAMS", "FP64_DOT"]
 
 # Programs of the backward (each loops over edge blocks and keeps one row of partial
@@ -107,16 +109,6 @@ _DTYPES = (torch.float32, torch.float64)
 # --------------------------------------------------------------------------------------
 
 
-_PREC = tl.constexpr("ieee")  # tl.dot input precision (no TF32)
-
-
-@triton.jit
-def _mm(a, b, DOT: tl.constexpr):
-    """``a [R, K] @ b [K, C]`` in the inputs' dtype."""
-    if DOT:
-        return tl.dot(a, b, input_precision=_PREC, out_dtype=a.dtype)
-    else:
-        return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
 
 
 @triton.jit
@@ -184,9 +176,9 @@ def _edges(dsti, srci, eid, rmask, ni_ptr, nj_ptr, x_ptr, ea_ptr,
     if D > 0:
         cd = tl.arange(0, BD)
         ea = tl.load(ea_ptr + eid[:, None] * D + cd[None, :], mask=rmask[:, None] & (cd < D)[None, :], other=0.0)
-        z1 += _mm(ea, wedge_t, DOT)
+        z1 += mm(ea, wedge_t, DOT)
     a1 = _act(z1, ACT)
-    z2 = _mm(a1, w2_t, DOT) + b2[None, :]
+    z2 = mm(a1, w2_t, DOT) + b2[None, :]
     m0 = _act(z2, ACT)
     if HAS_ATT:
         s = tl.sigmoid(tl.sum(m0 * watt[None, :], axis=1) + batt)
@@ -194,7 +186,7 @@ def _edges(dsti, srci, eid, rmask, ni_ptr, nj_ptr, x_ptr, ea_ptr,
     else:
         s = r  # unused
         m = m0
-    z3 = _mm(m, wc1_t, DOT) + bc1[None, :]
+    z3 = mm(m, wc1_t, DOT) + bc1[None, :]
     a3 = _act(z3, ACT)
     ct = tl.sum(a3 * wc2[None, :], axis=1)
     if HAS_BC2:
@@ -420,8 +412,8 @@ def _backward_kernel(
         acc_wc2 += tl.sum(gc[:, None] * a3, axis=0)
         gz3 = gc[:, None] * wc2[None, :] * _dact(z3, ACT)
         acc_bc1 += tl.sum(gz3, axis=0)
-        acc_wc1 += _mm(tl.trans(gz3), m, DOT)
-        gmt = gm + _mm(gz3, wc1, DOT)
+        acc_wc1 += mm(tl.trans(gz3), m, DOT)
+        gmt = gm + mm(gz3, wc1, DOT)
         # m = m0 * sigmoid(m0 . w_att + b_att)
         if HAS_ATT:
             gl = tl.sum(gmt * m0, axis=1) * s * (1.0 - s)
@@ -433,8 +425,8 @@ def _backward_kernel(
         # m0 = act(z2), z2 = act(z1) @ w2^T + b2
         gz2 = gm0 * _dact(z2, ACT)
         acc_b2 += tl.sum(gz2, axis=0)
-        acc_w2 += _mm(tl.trans(gz2), a1, DOT)
-        dz1 = _mm(gz2, w2, DOT) * _dact(z1, ACT)
+        acc_w2 += mm(tl.trans(gz2), a1, DOT)
+        dz1 = mm(gz2, w2, DOT) * _dact(z1, ACT)
         dz1 = tl.where(hmask, dz1, 0.0)
         # z1 = node_i[dst] + node_j[src] + r w_radial + edge_attr @ w_edge^T, r = |d|^2
         acc_wrad += tl.sum(dz1 * r[:, None], axis=0)
@@ -448,8 +440,8 @@ def _backward_kernel(
         if D > 0:
             emask = rmask[:, None] & (cd < D)[None, :]
             ea = tl.load(ea_ptr + rows[:, None] * D + cd[None, :], mask=emask, other=0.0)
-            acc_wedge += _mm(tl.trans(dz1), ea, DOT)
-            tl.store(gea_ptr + rows[:, None] * D + cd[None, :], _mm(dz1, wedge, DOT), mask=emask)
+            acc_wedge += mm(tl.trans(dz1), ea, DOT)
+            tl.store(gea_ptr + rows[:, None] * D + cd[None, :], mm(dz1, wedge, DOT), mask=emask)
         if STORE_BUF:
             tl.store(buf_ptr + rows[:, None] * (H1 + 3) + ch[None, :], dz1, mask=hmask)
             tl.store(buf_ptr + rows * (H1 + 3) + H1, gd0, mask=rmask)

@@ -65,6 +65,8 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
+
+from ._dot import mm
 from torch import Tensor
 
 __all__ = ["pointconv_forward", "pointconv_backward", "FP64_DOT", "BLOCK_Q"]
@@ -79,16 +81,6 @@ _TARGET_PROGRAMS = 512
 _PARTIAL_ELEMS = 1 << 24
 
 _DTYPES = (torch.float32, torch.float64)
-_PREC = tl.constexpr("ieee")  # tl.dot input precision (no TF32)
-
-
-@triton.jit
-def _mm(a, b, DOT: tl.constexpr):
-    """``a [R, K] @ b [K, C]`` in the inputs' dtype."""
-    if DOT:
-        return tl.dot(a, b, input_precision=_PREC, out_dtype=a.dtype)
-    else:
-        return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
 
 
 @triton.jit
@@ -148,7 +140,7 @@ def _forward_kernel(
             col, ok = _columns(c0, i0, C, ci, CC, BI)
             wt = tl.load(w_ptr + oc[None, :].to(tl.int64) * (C * ci) + col[:, None],
                          mask=ok[:, None] & omask[None, :], other=0.0)
-            acc += _mm(part, wt, DOT)
+            acc += mm(part, wt, DOT)
     if HAS_BIAS:
         acc += tl.load(b_ptr + oc, mask=omask, other=0.0)[None, :]
     if MEAN:
@@ -180,7 +172,7 @@ def _weight_grad_kernel(
         dout = tl.load(go_ptr + rows[:, None] * co + oc[None, :], mask=qmask[:, None] & omask[None, :], other=0.0)
         if MEAN:
             dout = dout / _counts(mask_ptr, rows, qmask, K, BQ).to(dt)[:, None]
-        acc += _mm(tl.trans(dout), part, DOT)
+        acc += mm(tl.trans(dout), part, DOT)
         accb += tl.sum(dout, axis=0)
     col, ok = _columns(c0, i0, C, ci, CC, BI)
     base = grp.to(tl.int64) * co * (C * ci)
@@ -220,7 +212,7 @@ def _input_grad_kernel(
             dout = dout * inv[:, None]
         wc = tl.load(w_ptr + oc[:, None].to(tl.int64) * (C * ci) + col[None, :], mask=omask[:, None] & ok[None, :],
                      other=0.0)
-        dp += _mm(dout, wc, DOT)
+        dp += mm(dout, wc, DOT)
     dp3 = tl.reshape(dp, [BQ, BC, BI])
     for k in range(K):
         e = rows * K + k
