@@ -65,9 +65,9 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from ._dot import mm
-from torch import Tensor
 
 __all__ = ["pointconv_forward", "pointconv_backward", "FP64_DOT", "BLOCK_Q"]
 
