@@ -5,7 +5,7 @@
 # compact table last. Full logs and JSON go to $OUT (default ./gpu-results).
 # Must finish within 8 minutes on an H100: the benchmark steps have time limits sized for
 # that (typical sum about 8 min; only the first GPU runs have timed any of them). The EGNN
-# steps (added later, never run on a GPU) come last and can add up to 3 more minutes:
+# and LieConv steps (added later, never run on a GPU) come last and can add up to 4 more minutes:
 # with less device time, run the earlier steps' subset or give those steps less.
 #
 #   bash benchmarks/gpu_check.sh             # on the GPU machine
@@ -147,6 +147,10 @@ fi
 "${CONV_LIMIT[@]}" python3 -m equiops bench $BENCH_FLAGS --ops egnn --output "$OUT/bench_egnn.json" \
   > "$OUT/bench_egnn.log" 2>&1
 note_rc $? "bench egnn"
+# One LieConv layer (sparse + fused PointConv) against the original's dense all-pairs layer.
+"${CONV_LIMIT[@]}" python3 -m equiops bench $BENCH_FLAGS --ops lieconv --lieconv-scale-points 0 \
+  --output "$OUT/bench_lieconv.json" > "$OUT/bench_lieconv.log" 2>&1
+note_rc $? "bench lieconv"
 
 python3 - "$OUT" <<'PY' | tee "$OUT/table.txt"
 import json, sys, os

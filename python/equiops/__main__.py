@@ -76,6 +76,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--egnn-layers", type=int, default=None, help="egnn: layers (default 4)")
     b.add_argument("--egnn-memory", default="on", choices=("on", "off"),
                    help="egnn: also measure each call's peak extra memory (CPU: a process per candidate)")
+    b.add_argument("--lieconv-sizes", default=None,
+                   help="lieconv: comma-separated points per cloud of the layer rows (default 1000,4000; 500,1000 with --quick)")
+    b.add_argument("--lieconv-nbhd", type=int, default=None, help="lieconv: neighbourhood size (default 16)")
+    b.add_argument("--lieconv-channels", type=int, default=None, help="lieconv: layer channels chin = chout (default 32)")
+    b.add_argument("--lieconv-batch", type=int, default=None, help="lieconv: clouds per batch of the layer rows (default 1)")
+    b.add_argument("--lieconv-scale-points", type=int, default=None,
+                   help="lieconv: points of the LieResNet scale rows (default 20000; 2000 with --quick; 0: none)")
+    b.add_argument("--lieconv-scale-modes", default=None,
+                   help="lieconv: neighbourhoods of the scale rows, comma-separated from knn, ball (default both)")
+    b.add_argument("--lieconv-memory", default="on", choices=("on", "off"),
+                   help="lieconv: also measure each call's peak extra memory (CPU: a process per candidate)")
     sub.add_parser("info", help="which backends are built and usable, and why not")
     args = parser.parse_args(argv)
 
@@ -101,7 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"cannot write {path!r} (missing folder or no permission)")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib (pip install matplotlib)")
-    tp_options = {"tp": _tp_options(parser, args), "conv": _conv_options(parser, args), "egnn": _egnn_options(parser, args)}
+    tp_options = {"tp": _tp_options(parser, args), "conv": _conv_options(parser, args), "egnn": _egnn_options(parser, args),
+                  "lieconv": _lieconv_options(parser, args)}
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -163,6 +175,31 @@ def _egnn_options(parser, args) -> dict:
             if value < least:
                 parser.error(f"--egnn-{name} must be at least {least}, got {value}")
             options[name] = value
+    return options
+
+
+def _lieconv_options(parser, args) -> dict:
+    options = {"memory": args.lieconv_memory == "on"}
+    if args.lieconv_sizes is not None:
+        try:
+            sizes = [int(v) for v in args.lieconv_sizes.split(",") if v.strip()]
+        except ValueError:
+            parser.error(f"--lieconv-sizes: expected comma-separated integers, got {args.lieconv_sizes!r}")
+        if not sizes or min(sizes) < 2:
+            parser.error(f"--lieconv-sizes: expected integers of at least 2, got {args.lieconv_sizes!r}")
+        options["sizes"] = sizes
+    for name, least in (("nbhd", 1), ("channels", 1), ("batch", 1), ("scale_points", 0)):
+        value = getattr(args, "lieconv_" + name)
+        if value is not None:
+            if value < least:
+                parser.error(f"--lieconv-{name.replace('_', '-')} must be at least {least}, got {value}")
+            options[name] = value
+    if args.lieconv_scale_modes is not None:
+        modes = [m.strip() for m in args.lieconv_scale_modes.split(",") if m.strip()]
+        unknown = [m for m in modes if m not in ("knn", "ball")]
+        if unknown or not modes:
+            parser.error(f"--lieconv-scale-modes: {unknown or modes} unknown; choose from knn, ball")
+        options["scale_modes"] = modes
     return options
 
 

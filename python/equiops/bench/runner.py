@@ -15,13 +15,14 @@ import torch
 
 from . import egnn as egnn_bench
 from . import harmonics as harmonics_bench
+from . import lieconv as lieconv_bench
 from . import scatter as scatter_bench
 from . import tensor_product as tp_bench
 from . import tp_conv as conv_bench
 from . import tfn as tfn_bench
 from .timing import copy_bandwidth, time_interleaved
 
-FAMILIES = ("scatter", "sh", "tp", "conv", "tfn", "egnn")  # grows as op families land (lieconv)
+FAMILIES = ("scatter", "sh", "tp", "conv", "tfn", "egnn", "lieconv")  # grows as op families land
 
 # Float32 sums of ~16 N(0, 1) terms in another order differ from float64 by ~1e-6.
 _CHECK_TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
@@ -443,8 +444,16 @@ def run_egnn(device: torch.device, dtype, quick: bool, backend: str, **options) 
     return egnn_bench.run(device, dtype, quick, backend, _row, _safe_call, time_interleaved, _progress, **options)
 
 
+def run_lieconv(device: torch.device, dtype, quick: bool, backend: str, **options) -> List[Dict[str, object]]:
+    """LieConv (equiops.bench.lieconv): one equiops.nn.LieConv (sparse neighbourhoods, fused
+    PointConv) against the original's dense all-pairs layer, forward and fwd+bwd, time and
+    peak extra memory; a 2-layer LieResNet on a 20,000-point cloud (no baseline); ``options``:
+    sizes, nbhd, channels, batch, scale_points, scale_modes, memory (:func:`equiops.bench.lieconv.run`)."""
+    return lieconv_bench.run(device, dtype, quick, backend, _row, _safe_call, time_interleaved, _progress, **options)
+
+
 RUNNERS = {"scatter": run_scatter, "sh": run_harmonics, "tp": run_tp, "conv": run_conv, "tfn": run_tfn,
-           "egnn": run_egnn}
+           "egnn": run_egnn, "lieconv": run_lieconv}
 
 
 def _status(r) -> str:
@@ -521,7 +530,8 @@ def bench(
 ) -> List[Dict[str, object]]:
     """``tp_options``: {family: keyword arguments of its runner}, e.g. {"tp": :func:`run_tp`'s
     (problems, passes, compile_e3nn, budget_s), "conv": :func:`run_conv`'s (problems, memory),
-    "egnn": :func:`run_egnn`'s (graphs, nodes, hidden, layers, memory)}."""
+    "egnn": :func:`run_egnn`'s (graphs, nodes, hidden, layers, memory), "lieconv": :func:`run_lieconv`'s
+    (sizes, nbhd, channels, batch, scale_points, scale_modes, memory)}."""
     rows: List[Dict[str, object]] = []
     load_at_start = _loadavg()
     for family in ops:
@@ -536,7 +546,7 @@ def bench(
         with open(output, "w") as f:
             json.dump(result, f, indent=2)
     print(format_table(rows))
-    for r in rows:  # a family's stated goals (egnn: the issue's CPU goals)
+    for r in rows:  # a family's stated goals (egnn, lieconv: the issue's CPU goals)
         for goal, met in (r.get("goals") or {}).items():
             print(f"goal {r['op']} {r['problem']}: {goal}: {'not measured' if met is None else ('met' if met else 'NOT met')}")
     if "copy_bandwidth_GBps" in result:
