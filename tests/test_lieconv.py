@@ -570,3 +570,35 @@ def test_pointconv_matches_dense_knn():
     ref = conv.linear((nv.transpose(-1, -2) @ pen).reshape(2, 9, -1)) / nm.sum(-1, keepdim=True).clamp(min=1)
     ref = torch.where(mask[..., None], ref, torch.zeros_like(ref))
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_translation_fast_knn_equals_generic_search(dtype):
+    """T(3), knn, k < n: the candidates-then-exact-re-rank path picks the same neighbour
+    sets as the generic chunked search (forced with ``fast_knn = False``), on padded
+    clouds (garbage at padded points), bs = 2, several chunks."""
+    assert lc._fast_knn_applies(T(3)) and not lc._fast_knn_applies(SE3())
+    gen = torch.Generator().manual_seed(11)
+    bs, n = 2, 300
+    coords = (torch.randn(bs, n, 3, generator=gen) * 3 + 50).to(dtype)
+    mask = torch.rand(bs, n, generator=gen) > 0.2
+    mask[1, 250:] = False
+    coords[~mask] = float("nan")
+    values = torch.randn(bs, n, 4, generator=gen).to(dtype)
+    conv = LieConv(4, 4, mc_samples=16, group=T(3), knn=True).to(dtype).eval()
+    conv.fast_knn_chunk_pairs = 5000  # several chunks
+    abq, idx, nmask = conv.extract_neighborhood((coords, values, mask), None)
+    assert idx.shape == (bs, n, 16)
+    assert torch.equal(nmask, mask[torch.arange(bs)[:, None, None], idx] & mask[:, :, None])
+    generic = copy.deepcopy(conv)
+    generic.fast_knn = False
+    abq_g, idx_g, nmask_g = generic.extract_neighborhood((coords, values, mask), None)
+    assert _neighbour_sets(idx, nmask) == _neighbour_sets(idx_g, nmask_g)
+    # the embeddings are those of the selected neighbours (same rows up to the slot order)
+    B = torch.arange(bs)[:, None, None]
+    torch.testing.assert_close(abq[nmask], (coords[:, :, None] - coords[B, idx])[nmask], rtol=0, atol=0)
+    # outputs agree up to the summation order
+    out = conv((coords, values, mask))[1]
+    out_g = generic((coords, values, mask))[1]
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, out_g, rtol=tol, atol=tol)

@@ -297,10 +297,12 @@ class _PairEmbedder:
         if q_q.shape[-1] == 0:
             return ab
         q_q = q_q.expand(*ab.shape[:-1], q_q.shape[-1])
+        q_p = q_p.expand(*ab.shape[:-1], q_p.shape[-1])
         return torch.cat([ab, q_q, q_p], dim=-1)
 
     def rows(self, b: Tensor, q: Tensor) -> Tensor:
-        """``(R, n, d)`` embeddings of the query rows ``(b[r], q[r])`` against every point."""
+        """``(R, n, d)`` embeddings of the query rows ``(b[r], q[r])`` against every point
+        (``b`` may be an int: all rows in one cloud, whose points are then broadcast, not copied)."""
         a_q = self.a_q[b, q].unsqueeze(-2)  # (R, 1, ld)
         a_p = self.a_p[b]  # (R, n, ld)
         if self.kind == "exp":
@@ -382,6 +384,68 @@ def _check_nbhd(nbhd, name: str = "nbhd"):
     return nbhd
 
 
+def _fast_knn_applies(group) -> bool:
+    """Whether the exact kNN fast path (:func:`_translation_knn`) may be used for
+    ``group``: a translation group ``T(k)`` with the inherited distance
+    ``alpha * |a_i - a_j|`` (``alpha > 0``, no orbit part), a monotone function of the
+    Euclidean distance of the lifted points."""
+    lie = _lie_module()
+    if lie is None or not isinstance(group, getattr(lie, "T", ())):
+        return False
+    base = getattr(lie, "LieGroup", None)
+    if base is None or type(group).distance is not base.distance or type(group).elems2pairs is not lie.T.elems2pairs:
+        return False
+    alpha = getattr(group, "alpha", None)
+    return getattr(group, "q_dim", None) == 0 and isinstance(alpha, numbers.Real) and alpha > 0
+
+
+def _translation_knn(group, lifted_q: Tensor, lifted: Tensor, mask: Tensor, mask_q: Tensor, k: int,
+                     max_pairs: int):
+    """Exact k nearest neighbours ``(bs, m, k)`` and validity for a translation group
+    (``k < n``), the same neighbour *sets* as :func:`_select_neighbours` with ``knn=True``:
+
+    1. candidates: squared Euclidean distances ``|p|^2 - 2 q.p`` (``|q|^2`` is constant
+       per row) of every query to every point of its cloud by a batched matrix product
+       (points centred on the mean of the cloud's valid points; ``+inf`` at masked
+       points), ``max_pairs`` pairs per chunk, and the ``k + margin`` smallest
+       (``margin = min(n - k, max(8, k))``);
+    2. exact re-ranking: the distance of those candidates by ``group.distance`` of the
+       same pair embeddings as the generic path (``1e8`` at masked points), and ``topk``
+       of ``k`` among them, ``sorted=False``.
+
+    The selected set equals the generic path's except when the k-th and the
+    ``(k + margin + 1)``-th nearest points are within the rounding error of step 1
+    (about ``eps * (|q - c|^2 + |p - c|^2)``) of each other, or on exact ties at the k-th
+    distance (which ``topk`` breaks either way, in both paths), or for masked queries or
+    masked neighbours (which are invalid anyway). The order within a query's ``k``
+    neighbours may differ (only the summation order changes)."""
+    bs, n = mask.shape
+    m = mask_q.shape[1]
+    ld = group.lie_dim
+    device = mask.device
+    a_p, a_q = lifted[..., :ld], lifted_q[..., :ld]
+    zero = a_p.new_zeros(())
+    pm, qm = mask.unsqueeze(-1), mask_q.unsqueeze(-1)
+    centre = torch.where(pm, a_p, zero).sum(1, keepdim=True) / mask.sum(-1).clamp(min=1).view(bs, 1, 1).to(a_p.dtype)
+    p = torch.where(pm, a_p - centre, zero)
+    q = torch.where(qm, a_q - centre, zero)
+    pp = (p * p).sum(-1).masked_fill(~mask, math.inf).unsqueeze(1)  # (bs, 1, n)
+    pT = p.transpose(1, 2)
+    kc = min(n, k + min(n - k, max(8, k)))
+    cand = torch.empty(bs, m, kc, dtype=torch.long, device=device)
+    step = max(1, int(max_pairs) // max(bs * n, 1))
+    for s in range(0, m, step):
+        e = min(s + step, m)
+        d2 = torch.baddbmm(pp, q[:, s:e], pT, alpha=-2)  # (bs, R, n)
+        cand[:, s:e] = torch.topk(d2, kc, dim=-1, largest=False, sorted=False)[1]
+    B = torch.arange(bs, device=device).view(-1, 1, 1)
+    dists = group.distance(_PairEmbedder(group, lifted_q, lifted).gather(cand))  # (bs, m, kc)
+    dists = torch.where(mask[B, cand], dists, torch.full_like(dists, 1e8))
+    sel = torch.topk(dists, k, dim=-1, largest=False, sorted=False)[1]
+    idx = cand.gather(-1, sel)
+    return idx, mask_q.unsqueeze(-1).expand(bs, m, k)
+
+
 def _row_chunk(n: int, max_pairs: int) -> int:
     return max(1, int(max_pairs) // max(n, 1))
 
@@ -390,7 +454,8 @@ def _select_neighbours(row_dists: Callable, mask: Tensor, mask_q: Tensor, k: int
                        max_pairs: int, slot_quirk: bool):
     """Neighbour ids ``(bs, m, k)``, validity ``(bs, m, k)`` and the within-ball count.
 
-    ``row_dists(b, q)`` gives the ``(R, n)`` distances of query rows ``(b, q)``. Rows are
+    ``row_dists(b, q)`` gives the ``(R, n)`` distances of query rows ``(b, q)`` (``b`` a
+    tensor, or an int when the chunk's rows are all in one cloud). Rows are
     the ``bs * m`` queries in row-major order, processed ``max_pairs // n`` at a time.
     """
     bs, n = mask.shape
@@ -405,14 +470,15 @@ def _select_neighbours(row_dists: Callable, mask: Tensor, mask_q: Tensor, k: int
     for s in range(0, rows, step):
         e = min(s + step, rows)
         r = torch.arange(s, e, device=device)
-        b, q = r // m, r % m
-        pmask = mask[b]  # (R, n)
+        q = r % m
+        b = s // m if s // m == (e - 1) // m else r // m  # one cloud: an int, its points broadcast
+        pmask = mask[b]  # (R, n), or (n,) for an int b
         dists = row_dists(b, q)
         dists = torch.where(pmask, dists, torch.full_like(dists, 1e8))
         qmask = flat_mask_q[s:e].unsqueeze(-1)
         if knn:
             idx = torch.topk(dists, k, dim=-1, largest=False, sorted=False)[1]
-            valid = (pmask & qmask) if (slot_quirk and k == n) else qmask.expand(e - s, k)
+            valid = (pmask & qmask).expand(e - s, n) if (slot_quirk and k == n) else qmask.expand(e - s, k)
         else:
             within = (dists < radius) & pmask & qmask
             noise = torch.zeros(e - s, n, device=device)  # torch's default dtype, as the original
@@ -632,6 +698,11 @@ class LieConv(PointConv):
     n, chin), mask (bs, n))`` (see the module docstring; the original passes all pairs
     ``(bs, n, n, lie_dim + 2 q_dim)`` instead). Returns the (subsampled) triple."""
 
+    # knn with k < n for T(k): exact candidates-then-re-rank search (_translation_knn);
+    # False forces the generic chunked search. fast_knn_chunk_pairs: pairs per chunk there.
+    fast_knn = True
+    fast_knn_chunk_pairs = 1 << 21
+
     def __init__(self, *args, group=None, ds_frac=1, fill=1 / 3, cache=False, knn=False, **kwargs):
         kwargs.pop("xyz_dim", None)
         group = _resolve_group(group, "T3")
@@ -656,10 +727,15 @@ class LieConv(PointConv):
             lifted_q, mask_q = lifted, mask
         k = int(min(self.mc_samples, n))
         with torch.no_grad():
-            pe = _PairEmbedder(self.group, lifted_q.detach(), lifted.detach())
-            idx, valid, within = _select_neighbours(
-                lambda b, q: self.group.distance(pe.rows(b, q)), mask, mask_q, k, self.knn, self.r,
-                self.max_chunk_pairs, slot_quirk=True)
+            if self.knn and k < n and self.fast_knn and _fast_knn_applies(self.group):
+                idx, valid = _translation_knn(self.group, lifted_q.detach(), lifted.detach(), mask, mask_q, k,
+                                              self.fast_knn_chunk_pairs)
+                within = None
+            else:
+                pe = _PairEmbedder(self.group, lifted_q.detach(), lifted.detach())
+                idx, valid, within = _select_neighbours(
+                    lambda b, q: self.group.distance(pe.rows(b, q)), mask, mask_q, k, self.knn, self.r,
+                    self.max_chunk_pairs, slot_quirk=True)
         nbhd_abq = _PairEmbedder(self.group, lifted_q, lifted).gather(idx)
         nbhd_mask = mask[B.view(-1, 1, 1), idx] & valid
         if self.training and not self.knn:
