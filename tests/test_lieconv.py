@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from equiops.bench.lieconv import dense_lieconv
 from equiops.lie import SE3, SO3, T
 from equiops.nn import lieconv as lc
 from equiops.nn.lieconv import BottleBlock, LieConv, LieResNet, PointConv
@@ -114,44 +115,11 @@ def test_state_dict_layout():
 
 
 def _dense_lieconv(conv: LieConv, a, q, values, mask):
-    """The original ``LieConv.forward`` (ds_frac=1) on the all-pairs tensor: returns
-    ``(out, nbhd_idx, nbhd_mask)`` and updates ``conv.r`` in training (radius mode)."""
-    g = conv.group
-    bs, n = mask.shape
-    pairs = g.elems2pairs(a)
-    if q is not None and q.shape[-1]:
-        qd = q.shape[-1]
-        abq = torch.cat([pairs, q.unsqueeze(-2).expand(bs, n, n, qd), q.unsqueeze(-3).expand(bs, n, n, qd)], -1)
-    else:
-        abq = pairs
-    dists = g.distance(abq)
-    dists = torch.where(mask[:, None, :].expand(*dists.shape), dists, 1e8 * torch.ones_like(dists))
-    k = int(min(conv.mc_samples, n))
-    if conv.knn:
-        idx = torch.topk(dists, k, dim=-1, largest=False, sorted=False)[1]
-        # the original broadcasts the point mask over the slots (only k == n runs there)
-        valid = (mask[:, None, :] & mask[:, :, None]) if k == n else mask[:, :, None].expand(bs, n, k)
-    else:
-        within = (dists < conv.r) & mask[:, None, :] & mask[:, :, None]
-        noise = torch.zeros(bs, n, n)
-        noise.uniform_(0, 1)
-        top, idx = torch.topk(within + noise, k, dim=-1, largest=True, sorted=False)
-        valid = top > 1
-    B = torch.arange(bs)[:, None, None].expand(*idx.shape)
-    M = torch.arange(n)[None, :, None].expand(*idx.shape)
-    nbhd_abq, nbhd_vals, nbhd_mask = abq[B, M, idx], values[B, idx], mask[B, idx] & valid
-    if conv.training and not conv.knn:
-        navg = within.float().sum(-1).sum() / mask[:, :, None].sum()
-        avg_fill = (navg / mask.sum(-1).float().mean()).cpu().item()
-        conv.r += conv.coeff * (conv.fill_frac - avg_fill)
-        conv.fill_frac_ema += 0.1 * (avg_fill - conv.fill_frac_ema)
-    _, penult, _ = conv.weightnet((None, nbhd_abq, nbhd_mask))
-    penult = torch.where(nbhd_mask.unsqueeze(-1), penult, torch.zeros_like(penult))
-    nbhd_vals = torch.where(nbhd_mask.unsqueeze(-1), nbhd_vals, torch.zeros_like(nbhd_vals))
-    out = conv.linear((nbhd_vals.transpose(-1, -2) @ penult).reshape(bs, n, -1))
-    if conv.mean:
-        out = out / nbhd_mask.sum(-1, keepdim=True).clamp(min=1)
-    return torch.where(mask.unsqueeze(-1), out, torch.zeros_like(out)), idx, nbhd_mask
+    """The original ``LieConv.forward`` (ds_frac=1) on the all-pairs tensor (the
+    benchmark's transcription): ``(out, nbhd_idx, nbhd_mask)``; updates ``conv.r`` in
+    training (radius mode)."""
+    lifted = torch.cat([a, q if q is not None else a[..., :0]], -1)
+    return dense_lieconv(conv, lifted, values, mask, details=True)
 
 
 def _lifted(group, coords, nsamples=1, seed=0):

@@ -186,10 +186,12 @@ def make_resnet(s: Scale, dtype, device, backend: str):
 
 
 # --------------------------------------------------------------------------- the dense layer
-def dense_lieconv(conv, lifted: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The original ``LieConv.forward`` (``ds_frac=1``, eval) from the all-pairs lift of
-    ``lifted (bs, n, lie_dim + q_dim)``: ``(bs, n, chout)``. Uses ``conv``'s group,
-    ``weightnet``, ``linear``, ``mc_samples``, ``knn``, ``r`` and ``mean``."""
+def dense_lieconv(conv, lifted: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, details: bool = False):
+    """The original ``LieConv.forward`` (``ds_frac=1``) from the all-pairs lift of
+    ``lifted (bs, n, lie_dim + q_dim)``: ``(bs, n, chout)``, or with ``details``
+    ``(out, nbhd_idx, nbhd_mask)``. Uses ``conv``'s group, ``weightnet``, ``linear``,
+    ``mc_samples``, ``knn``, ``r`` and ``mean``; in training (radius mode) it updates
+    ``conv.r`` as the original does. (The tests' dense reference, too.)"""
     g = conv.group
     bs, n = mask.shape
     ld = g.lie_dim
@@ -213,13 +215,19 @@ def dense_lieconv(conv, lifted: torch.Tensor, values: torch.Tensor, mask: torch.
     B = torch.arange(bs, device=mask.device)[:, None, None].expand(*idx.shape)
     M = torch.arange(n, device=mask.device)[None, :, None].expand(*idx.shape)
     nbhd_abq, nbhd_vals, nbhd_mask = abq[B, M, idx], values[B, idx], mask[B, idx] & valid
+    if conv.training and not conv.knn:
+        navg = within.float().sum(-1).sum() / mask[:, :, None].sum()
+        avg_fill = (navg / mask.sum(-1).float().mean()).cpu().item()
+        conv.r += conv.coeff * (conv.fill_frac - avg_fill)
+        conv.fill_frac_ema += 0.1 * (avg_fill - conv.fill_frac_ema)
     _, penult, _ = conv.weightnet((None, nbhd_abq, nbhd_mask))
     penult = torch.where(nbhd_mask.unsqueeze(-1), penult, torch.zeros_like(penult))
     nbhd_vals = torch.where(nbhd_mask.unsqueeze(-1), nbhd_vals, torch.zeros_like(nbhd_vals))
     out = conv.linear((nbhd_vals.transpose(-1, -2) @ penult).reshape(bs, n, -1))
     if conv.mean:
         out = out / nbhd_mask.sum(-1, keepdim=True).clamp(min=1)
-    return torch.where(mask.unsqueeze(-1), out, torch.zeros_like(out))
+    out = torch.where(mask.unsqueeze(-1), out, torch.zeros_like(out))
+    return (out, idx, nbhd_mask) if details else out
 
 
 def dense_resnet(model):
