@@ -25,7 +25,9 @@ inline void check_index(const at::Tensor& t, int64_t E, int64_t num_nodes, const
   TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " must be on the CPU like x, got ", t.device());
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == E, op, ": ", name, " must have shape (", E, ",), got ",
                     t.sizes());
-  const int64_t* p = t.data_ptr<int64_t>();
+  // Read through a contiguous copy: a strided or expand()-ed index is not E dense values.
+  const at::Tensor dense = t.contiguous();
+  const int64_t* p = dense.data_ptr<int64_t>();
   for (int64_t e = 0; e < E; ++e)
     TORCH_CHECK_INDEX(p[e] >= 0 && p[e] < num_nodes, op, ": ", name, "[", e, "] = ", p[e],
                       " is not a node id in [0, ", num_nodes, ")");

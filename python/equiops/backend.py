@@ -13,9 +13,11 @@ code with :func:`use_backend`; :func:`set_backend` changes the process default.
 * ``"torch"``: the plain-PyTorch reference (``equiops.reference``).
 
 Determinism: every CPU kernel and every segment (CSR) kernel is deterministic. The
-only non-deterministic path is the atomic scatter-sum on CUDA, used for unsorted
-indices; with :func:`set_deterministic` (or ``torch.use_deterministic_algorithms``)
-on, it sorts the index and reduces segments instead, bitwise reproducible.
+non-deterministic paths are GPU atomics: the scatter sum with an unsorted index, the
+convolution and the EGNN message block without CSR views (no ``Graph``), and PointConv's
+values gradient. With :func:`set_deterministic` (or :func:`deterministic`, or
+``torch.use_deterministic_algorithms``) on, they sort and reduce segments instead,
+bitwise reproducible (docs/DETERMINISM.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import threading
 from typing import Iterator, Optional
 
 import torch
+import torch.autograd.forward_ad as _fwad
+from torch._C import _functorch
 
 from . import _extension
 
@@ -87,14 +91,22 @@ def use_backend(name: str) -> Iterator[None]:
             _state.backend = previous
 
 
+def _check_flag(flag, fn: str) -> None:
+    # bool(flag) would turn the string "false" into True: a silent wrong switch.
+    if not isinstance(flag, bool):
+        raise TypeError(f"{fn}: flag must be a bool, got {type(flag).__name__}")
+
+
 def set_deterministic(flag: bool) -> None:
     """Ask every op for bitwise reproducible results (process-wide)."""
-    _default["deterministic"] = bool(flag)
+    _check_flag(flag, "set_deterministic")
+    _default["deterministic"] = flag
 
 
 @contextlib.contextmanager
 def deterministic(flag: bool = True) -> Iterator[None]:
     """Deterministic results inside the block (this thread only)."""
+    _check_flag(flag, "deterministic")
     previous = getattr(_state, "deterministic", None)
     _state.deterministic = bool(flag)
     try:
@@ -104,6 +116,18 @@ def deterministic(flag: bool = True) -> Iterator[None]:
             del _state.deterministic
         else:
             _state.deterministic = previous
+
+
+def tracing() -> bool:
+    """True while a graph is being traced rather than run: ``torch.compile`` (Dynamo),
+    ``torch.export``, and ``make_fx`` / fake-tensor tracing (how an energy-and-forces
+    model is traced through autograd for AOTInductor). Data-dependent checks (index
+    ranges, sortedness) are skipped then: the values do not exist yet, and reading
+    them would fail the trace or bake one input's answer into the graph."""
+    if torch.compiler.is_compiling():
+        return True
+    return (torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None
+            or torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None)
 
 
 def is_deterministic() -> bool:
@@ -125,6 +149,52 @@ def why_no_triton() -> str:
     return ""
 
 
+
+
+def check_func_transforms(op: str, *tensors) -> None:
+    """Raise a clear error where ``torch.func`` / forward-mode AD cannot run the op ``op``.
+
+    The custom ops' derivatives are registered with ``torch.library.register_autograd``,
+    which PyTorch runs as an ``autograd.Function`` without functorch support: under
+    ``torch.func.grad`` / ``vjp`` / ``jacrev`` PyTorch raises an internal error, and under
+    forward-mode AD (``torch.func.jvp`` / ``jacfwd`` / ``hessian``,
+    ``torch.autograd.forward_ad``) it *silently* returns zero tangents (the op has no forward
+    derivative and dual inputs do not count as requiring grad). ``vmap`` works (PyTorch's
+    per-sample fallback loop), also with ordinary autograd around it. Cost when no transform
+    is active: two checks; skipped while tracing (``torch.compile``/``export``).
+    """
+    if torch.compiler.is_compiling():  # first: Dynamo need not trace the functorch calls below
+        return
+    if _functorch.peek_interpreter_stack() is None and _fwad._current_level < 0:
+        return
+    keys = {i.level(): i.key() for i in _functorch.get_interpreter_stack() or ()}
+    mode = None
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            continue
+        if _fwad._current_level >= 0 and _fwad.unpack_dual(t).tangent is not None:
+            mode = "forward"
+        while _functorch.is_functorch_wrapped_tensor(t):
+            if _functorch.is_gradtrackingtensor(t):
+                key = keys.get(_functorch.maybe_get_level(t))
+                if key == _functorch.TransformType.Jvp:
+                    mode = "forward"
+                elif key == _functorch.TransformType.Grad and t.requires_grad and torch.is_grad_enabled():
+                    mode = mode or "reverse"
+            t = _functorch.get_unwrapped(t)
+    alternative = ("use torch.autograd.grad / .backward() (vmap and ordinary autograd work with the op), or "
+                   "backend='torch' (plain PyTorch, which supports every torch.func transform)")
+    if mode == "reverse":
+        raise RuntimeError(
+            f"{op} does not support torch.func's reverse-mode transforms (torch.func.grad, vjp, jacrev): "
+            f"its derivative is registered with torch.library.register_autograd, which functorch cannot run; "
+            f"{alternative}"
+        )
+    if mode == "forward":
+        raise RuntimeError(
+            f"{op} does not support forward-mode AD (torch.func.jvp, jacfwd, hessian, torch.autograd.forward_ad): it has no "
+            f"forward derivative, and PyTorch would silently return zero tangents; {alternative}"
+        )
 
 
 def resolve(requested: Optional[str], device: torch.device, family: str) -> str:

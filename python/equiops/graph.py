@@ -80,9 +80,10 @@ class Graph:
         src, dst = src.long(), dst.long()
         if num_nodes is None:
             num_nodes = int(torch.maximum(src.max(), dst.max())) + 1 if src.numel() > 0 else 0
-        if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 0:
+        # A SymInt while torch.export / make_fx trace with symbolic sizes.
+        if not isinstance(num_nodes, (int, torch.SymInt)) or isinstance(num_nodes, bool) or num_nodes < 0:
             raise ValueError(f"{fn}: num_nodes must be an int >= 0, got {num_nodes!r}")
-        if validate and src.numel() > 0:
+        if validate and not _backend.tracing() and src.numel() > 0:
             for name, t in (("src", src), ("dst", dst)):
                 lo, hi = int(t.min()), int(t.max())
                 if lo < 0 or hi >= num_nodes:
@@ -97,7 +98,7 @@ class Graph:
         # the reductions then read rows sequentially, several times faster on CPU.
         # A Graph built inside a compiled region keeps the perms (the check is
         # data-dependent, and the perms are right either way).
-        if torch.compiler.is_compiling():
+        if _backend.tracing():
             self.dst_sorted = self.src_sorted = False
         else:
             self.dst_sorted = bool((dst[1:] >= dst[:-1]).all()) if dst.numel() > 1 else True
@@ -138,7 +139,8 @@ class Graph:
             raise ValueError(f"{fn}: values must be on the graph's device {self.device}, got {values.device}")
         if not values.is_floating_point():
             raise TypeError(f"{fn}: values must be a float tensor, got {values.dtype}")
-        return values.reshape(1, self.num_edges, -1)
+        # the width explicitly: -1 is ambiguous for a graph without edges
+        return values.reshape(1, self.num_edges, values.shape[1:].numel())
 
     def aggregate(self, values: Tensor, reduce: str = "sum", at: str = "dst", *, backend: Optional[str] = None) -> Tensor:
         """Reduce per-edge ``values (E, ...)`` at each edge's ``at`` node -> ``(num_nodes, ...)``.

@@ -212,7 +212,11 @@ def wigner_D(l: int, alpha, beta, gamma) -> torch.Tensor:
     """
     l = _check_l(l)
     alpha, beta, gamma = _as_float_tensors(alpha, beta, gamma)
-    alpha, beta, gamma = torch.broadcast_tensors(alpha, beta, gamma)
+    try:
+        alpha, beta, gamma = torch.broadcast_tensors(alpha, beta, gamma)
+    except RuntimeError:  # torch's message names tensors "a" and "b", not the angles
+        raise ValueError(f"wigner_D: alpha, beta and gamma must broadcast to one shape, got {tuple(alpha.shape)}, "
+                         f"{tuple(beta.shape)} and {tuple(gamma.shape)}") from None
     p = _x_from_y_f64(l).to(dtype=alpha.dtype, device=alpha.device)
     d_beta = p @ _rot_y(l, beta) @ p.T
     return _rot_y(l, alpha) @ d_beta @ _rot_y(l, gamma)

@@ -85,6 +85,42 @@ def _check_points(group: "LieGroup", pt, name: str, where: str) -> None:
             f"{group}.{where}: `{name}` must have shape (*, n, {d}), i.e. last dimension {expected}; "
             f"got shape {_shape_str(pt)}"
         )
+    if not pt.is_floating_point():
+        raise TypeError(f"{group}.{where}: `{name}` must be a floating-point tensor, got {pt.dtype}")
+
+
+def _check_trailing(group, t, name: str, where: str, trailing: tuple, what: str) -> None:
+    """Validate that ``t`` is a floating tensor of shape ``(*, *trailing)`` (``what`` describes it)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{group}.{where}: `{name}` must be a torch.Tensor {what}, got {type(t).__name__}")
+    k = len(trailing)
+    if t.dim() < k or tuple(t.shape[t.dim() - k:]) != tuple(trailing):
+        want = ", ".join(["*"] + [str(d) for d in trailing])
+        raise ValueError(f"{group}.{where}: `{name}` must have shape ({want}) {what}; got shape {_shape_str(t)}")
+    if not t.is_floating_point():
+        raise TypeError(f"{group}.{where}: `{name}` must be a floating-point tensor, got {t.dtype}")
+
+
+def _check_algebra(group, a, where: str, lie_dim: int, name: str = "a") -> None:
+    _check_trailing(group, a, name, where, (lie_dim,), f"of Lie algebra coefficients (lie_dim={lie_dim})")
+
+
+def _check_matrices(group, u, where: str, size: int, name: str = "u") -> None:
+    _check_trailing(group, u, name, where, (size, size), f"of {size}x{size} group matrices")
+
+
+def _check_elems(group, a, where: str) -> None:
+    """``a (*, n, lie_dim)``: lifted elements of ``n`` points."""
+    if isinstance(a, torch.Tensor) and a.dim() < 2:
+        raise ValueError(f"{group}.{where}: `a` must have shape (*, n, {group.lie_dim}) (n lifted elements), "
+                         f"got shape {_shape_str(a)}")
+    _check_algebra(group, a, where, group.lie_dim)
+
+
+def _check_pairs(group, abq_pairs, where: str = "distance") -> None:
+    d = group.lie_dim + 2 * group.q_dim
+    _check_trailing(group, abq_pairs, "abq_pairs", where, (d,),
+                    f"of embedded pairs [log(v^-1 u), q_u, q_v] (lie_dim + 2 q_dim = {d})")
 
 
 def _check_nsamples(group: "LieGroup", nsamples, where: str) -> int:
@@ -105,7 +141,8 @@ def _check_single_lift(group: "LieGroup", nsamples, where: str) -> None:
 
 def _check_lift_input(group: "LieGroup", x, where: str = "lift"):
     if not isinstance(x, (tuple, list)) or len(x) != 3:
-        raise ValueError(f"{group}.{where}: `x` must be a tuple (coords, values, mask), got {type(x).__name__}")
+        got = f"{type(x).__name__} of length {len(x)}" if isinstance(x, (tuple, list)) else type(x).__name__
+        raise ValueError(f"{group}.{where}: `x` must be a tuple (coords, values, mask), got {got}")
     p, v, m = x
     _check_points(group, p, "x[0] (coords)", where)
     lead = tuple(p.shape[:-1])
@@ -119,6 +156,9 @@ def _check_lift_input(group: "LieGroup", x, where: str = "lift"):
             f"{group}.{where}: `x[2]` (mask) must have shape {lead} to match coords {_shape_str(p)}, "
             f"got {_shape_str(m) if isinstance(m, torch.Tensor) else type(m).__name__}"
         )
+    for name, t in (("x[1] (values)", v), ("x[2] (mask)", m)):
+        if t.device != p.device:
+            raise ValueError(f"{group}.{where}: `{name}` must be on the device of coords ({p.device}), got {t.device}")
     return p, v, m
 
 
@@ -149,6 +189,9 @@ class LieGroup(metaclass=_NamedGroupType):
 
     def __init__(self, alpha: float = 0.2):
         super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+            raise ValueError(f"{type(self).__name__}: `alpha` must be a number in [0, 1] (the weight of the group "
+                             f"part in distance), got {alpha!r}")
         self.alpha = alpha
 
     # -- dimensions -------------------------------------------------------------------------
@@ -187,6 +230,7 @@ class LieGroup(metaclass=_NamedGroupType):
         ``abq_pairs`` has shape ``(*, lie_dim + 2 * q_dim)`` laid out as
         ``[log(v^-1 u), q_u, q_v]`` (what :meth:`lift` returns); the result has shape ``(*)``.
         """
+        _check_pairs(self, abq_pairs)
         ld, qd = self.lie_dim, self.q_dim
         ab_dist = norm(abq_pairs[..., :ld], dim=-1)
         qa = abq_pairs[..., ld : ld + qd]
@@ -231,6 +275,7 @@ class LieGroup(metaclass=_NamedGroupType):
 
         Returns ``(*, n, n, lie_dim)``.
         """
+        _check_elems(self, a, "elems2pairs")
         vinv = self.exp(-a.unsqueeze(-3))  # (*, 1, n, r, r): index j
         u = self.exp(a.unsqueeze(-2))  # (*, n, 1, r, r): index i
         return self.log(vinv @ u)
@@ -307,10 +352,12 @@ class T(LieGroup):
         return xyz, None
 
     def elems2pairs(self, a: torch.Tensor) -> torch.Tensor:
+        _check_elems(self, a, "elems2pairs")
         return a.unsqueeze(-2) - a.unsqueeze(-3)
 
     def exp(self, a: torch.Tensor) -> torch.Tensor:
         k = self.lie_dim
+        _check_algebra(self, a, "exp", k)
         lead = a.shape[:-1]
         eye = torch.eye(k, device=a.device, dtype=a.dtype).expand(*lead, k, k)
         top = torch.cat([eye, a.unsqueeze(-1)], dim=-1)  # [I | a]
@@ -319,15 +366,18 @@ class T(LieGroup):
         return torch.cat([top, bottom.expand(*lead, 1, k + 1)], dim=-2)
 
     def log(self, u: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, u, "log", self.lie_dim + 1)
         return u[..., : self.lie_dim, self.lie_dim]
 
     def components2matrix(self, a: torch.Tensor) -> torch.Tensor:
         k = self.lie_dim
+        _check_algebra(self, a, "components2matrix", k)
         A = a.new_zeros(*a.shape[:-1], k + 1, k + 1)
         A[..., :k, k] = a
         return A
 
     def matrix2components(self, A: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, A, "matrix2components", self.lie_dim + 1, "A")
         return A[..., : self.lie_dim, self.lie_dim]
 
 
@@ -363,22 +413,27 @@ class Trivial(LieGroup):
         return pt.new_zeros(*pt.shape[:-1], 0), pt
 
     def elems2pairs(self, a: torch.Tensor) -> torch.Tensor:
+        _check_elems(self, a, "elems2pairs")
         n = a.shape[-2]
         return a.new_zeros(*a.shape[:-2], n, n, 0)
 
     def exp(self, a: torch.Tensor) -> torch.Tensor:
         """Extension: the identity ``(*, dim, dim)`` for every (empty) ``a (*, 0)``."""
         d = self.rep_dim
+        _check_algebra(self, a, "exp", 0)
         return torch.eye(d, device=a.device, dtype=a.dtype).expand(*a.shape[:-1], d, d).clone()
 
     def log(self, u: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, u, "log", self.rep_dim)
         return u.new_zeros(*u.shape[:-2], 0)
 
     def components2matrix(self, a: torch.Tensor) -> torch.Tensor:
         d = self.rep_dim
+        _check_algebra(self, a, "components2matrix", 0)
         return a.new_zeros(*a.shape[:-1], d, d)
 
     def matrix2components(self, A: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, A, "matrix2components", self.rep_dim, "A")
         return A.new_zeros(*A.shape[:-2], 0)
 
 
@@ -498,19 +553,23 @@ class SO2(LieGroup):
     q_dim = 1
 
     def exp(self, a: torch.Tensor) -> torch.Tensor:
+        _check_algebra(self, a, "exp", 1)
         t = a[..., 0]
         c, s = t.cos(), t.sin()
         return torch.stack([c, -s, s, c], dim=-1).reshape(*a.shape[:-1], 2, 2)
 
     def log(self, R: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, R, "log", 2, "R")
         return torch.atan2(R[..., 1, 0] - R[..., 0, 1], R[..., 0, 0] + R[..., 1, 1])[..., None]
 
     def components2matrix(self, a: torch.Tensor) -> torch.Tensor:
+        _check_algebra(self, a, "components2matrix", 1)
         t = a[..., 0]
         z = torch.zeros_like(t)
         return torch.stack([z, -t, t, z], dim=-1).reshape(*a.shape[:-1], 2, 2)
 
     def matrix2components(self, A: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, A, "matrix2components", 2, "A")
         return ((A[..., 1, 0] - A[..., 0, 1]) / 2)[..., None]
 
     def lifted_elems(self, pt: torch.Tensor, nsamples: int = 1, **kwargs):
@@ -521,6 +580,7 @@ class SO2(LieGroup):
         return theta, r
 
     def distance(self, abq_pairs: torch.Tensor) -> torch.Tensor:
+        _check_pairs(self, abq_pairs)
         angle = abq_pairs[..., 0]
         ra = abq_pairs[..., 1]
         rb = abq_pairs[..., 2]
@@ -548,6 +608,7 @@ class SE2(SO2):
         return 2
 
     def exp(self, a: torch.Tensor) -> torch.Tensor:
+        _check_algebra(self, a, "exp", 3)
         theta = a[..., 0, None, None]  # (*, 1, 1)
         eye = torch.eye(2, device=a.device, dtype=a.dtype)
         K = _so2_generator(a)
@@ -559,6 +620,7 @@ class SE2(SO2):
         return torch.cat([top, bottom], dim=-2)
 
     def log(self, g: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, g, "log", 3, "g")
         theta = super().log(g[..., :2, :2])  # (*, 1)
         eye = torch.eye(2, device=g.device, dtype=g.dtype)
         K = _so2_generator(g)
@@ -571,11 +633,13 @@ class SE2(SO2):
         """``[[theta K, u], [0, 0]]`` (``K = [[0, -1], [1, 0]]``), so that its matrix
         exponential is :meth:`exp` (the original put ``u`` in the bottom row and used
         the opposite sign for ``theta``; see the package docstring)."""
+        _check_algebra(self, a, "components2matrix", 3)
         z = torch.zeros_like(a[..., 0])
         t, ux, uy = a[..., 0], a[..., 1], a[..., 2]
         return torch.stack([z, -t, ux, t, z, uy, z, z, z], dim=-1).reshape(*a.shape[:-1], 3, 3)
 
     def matrix2components(self, A: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, A, "matrix2components", 3, "A")
         return torch.cat([((A[..., 1, 0] - A[..., 0, 1]) / 2)[..., None], A[..., :2, 2]], dim=-1)
 
     def lifted_elems(self, pt: torch.Tensor, nsamples: int = 1, **kwargs):
@@ -603,6 +667,7 @@ class SE2(SO2):
         return a.reshape(*lead[:-1], lead[-1] * nsamples, 3), None
 
     def distance(self, abq_pairs: torch.Tensor) -> torch.Tensor:
+        _check_pairs(self, abq_pairs)
         d_theta = abq_pairs[..., 0].abs()
         d_r = norm(abq_pairs[..., 1:], dim=-1)
         return d_theta * self.alpha + (1 - self.alpha) * d_r
@@ -615,6 +680,7 @@ class SE2(SO2):
 
 def cross_matrix(k: torch.Tensor) -> torch.Tensor:
     """``(*, 3) -> (*, 3, 3)``: the skew matrix ``[k]_x`` with ``[k]_x v = k x v``."""
+    _check_trailing("equiops.lie", k, "k", "cross_matrix", (3,), "of vectors")
     k0, k1, k2 = k[..., 0], k[..., 1], k[..., 2]
     z = torch.zeros_like(k0)
     return torch.stack([z, -k2, k1, k2, z, -k0, -k1, k0, z], dim=-1).reshape(*k.shape[:-1], 3, 3)
@@ -623,6 +689,7 @@ def cross_matrix(k: torch.Tensor) -> torch.Tensor:
 def uncross_matrix(K: torch.Tensor) -> torch.Tensor:
     """``(*, 3, 3) -> (*, 3)``: the vector of the antisymmetric part of ``K`` (inverse of
     :func:`cross_matrix` on skew matrices)."""
+    _check_trailing("equiops.lie", K, "K", "uncross_matrix", (3, 3), "of 3x3 matrices")
     return torch.stack(
         [(K[..., 2, 1] - K[..., 1, 2]) / 2, (K[..., 0, 2] - K[..., 2, 0]) / 2, (K[..., 1, 0] - K[..., 0, 1]) / 2],
         dim=-1,
@@ -670,18 +737,22 @@ class SO3(LieGroup):
         super().__init__(alpha)
 
     def exp(self, w: torch.Tensor) -> torch.Tensor:
+        _check_algebra(self, w, "exp", 3, "w")
         theta, theta2 = _norm_and_sq(w)
         K = cross_matrix(w)
         eye = torch.eye(3, device=w.device, dtype=w.dtype)
         return eye + K * _sinc(theta, theta2) + (K @ K) * _cosc(theta, theta2)
 
     def log(self, R: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, R, "log", 3, "R")
         return _so3_log(R)
 
     def components2matrix(self, a: torch.Tensor) -> torch.Tensor:
+        _check_algebra(self, a, "components2matrix", 3)
         return cross_matrix(a)
 
     def matrix2components(self, A: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, A, "matrix2components", 3, "A")
         return uncross_matrix(A)
 
     def sample(self, *shape, device=None, dtype=None) -> torch.Tensor:
@@ -761,6 +832,7 @@ class SE3(SO3):
         return 3
 
     def exp(self, w: torch.Tensor) -> torch.Tensor:
+        _check_algebra(self, w, "exp", 6, "w")
         wr = w[..., :3]
         theta, theta2 = _norm_and_sq(wr)
         K = cross_matrix(wr)
@@ -773,6 +845,7 @@ class SE3(SO3):
         return torch.cat([top, bottom], dim=-2)
 
     def log(self, U: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, U, "log", 4, "U")
         w = super().log(U[..., :3, :3])
         eye = torch.eye(3, device=w.device, dtype=w.dtype)
         K = cross_matrix(w)
@@ -782,10 +855,12 @@ class SE3(SO3):
         return torch.cat([w, u], dim=-1)
 
     def components2matrix(self, a: torch.Tensor) -> torch.Tensor:
+        _check_algebra(self, a, "components2matrix", 6)
         top = torch.cat([cross_matrix(a[..., :3]), a[..., 3:].unsqueeze(-1)], dim=-1)
         return torch.cat([top, torch.zeros_like(top[..., :1, :])], dim=-2)
 
     def matrix2components(self, A: torch.Tensor) -> torch.Tensor:
+        _check_matrices(self, A, "matrix2components", 4, "A")
         return torch.cat([uncross_matrix(A[..., :3, :3]), A[..., :3, 3]], dim=-1)
 
     def sample(self, *shape, device=None, dtype=None) -> torch.Tensor:
@@ -816,6 +891,7 @@ class SE3(SO3):
         return a.reshape(*lead, n * nsamples, 6), None
 
     def distance(self, abq_pairs: torch.Tensor) -> torch.Tensor:
+        _check_pairs(self, abq_pairs)
         dist_rot = norm(abq_pairs[..., :3], dim=-1)
         dist_trans = norm(abq_pairs[..., 3:], dim=-1)
         return dist_rot * self.alpha + (1 - self.alpha) * dist_trans

@@ -33,6 +33,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .. import backend as _backend
 from ..graph import Graph
 from ..ops import egnn as _ops
 from ..reference import egnn as _ref
@@ -44,10 +45,12 @@ _warned = set()
 
 
 def _act_name(act_fn: nn.Module):
-    if type(act_fn) is nn.SiLU:
-        return "silu"
-    if type(act_fn) is nn.ReLU:
-        return "relu"
+    # isinstance plus the forward's identity, not `type(...) is`: torch.export swaps a
+    # module's class for a generated subclass while it traces; a user subclass that
+    # overrides forward is not SiLU/ReLU any more.
+    for cls, name in ((nn.SiLU, "silu"), (nn.ReLU, "relu")):
+        if isinstance(act_fn, cls) and type(act_fn).forward is cls.forward:
+            return name
     name = type(act_fn).__name__
     if name not in _warned:
         _warned.add(name)
@@ -73,12 +76,48 @@ def _graph_of(row: Tensor, col: Tensor, n: int, graph: Optional[Graph]) -> Graph
     # The model passes its layers the graph's own tensors; anything else is compared
     # (not while compiling: data-dependent; the kernels check the views against the
     # indices themselves, so a stale graph is an error either way).
-    if (graph.src is not col or graph.dst is not row) and not torch.compiler.is_compiling():
+    if (graph.src is not col or graph.dst is not row) and not _backend.tracing():
         if not torch.equal(graph.src, col):
             raise ValueError("graph: its src must equal edge_index's col (the senders)")
         if not torch.equal(graph.dst, row):
             raise ValueError("graph: its dst must equal edge_index's row (the receivers)")
     return graph
+
+
+def _check_like_params(module: nn.Module, where: str, **tensors) -> None:
+    """Floating tensors (``None`` skipped) in the dtype and on the device of ``module``'s
+    parameters: a clear error instead of PyTorch's matmul dtype/device message."""
+    p = next(module.parameters())
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{where}: {name} must be a floating-point tensor, got {t.dtype}")
+        if t.dtype != p.dtype:
+            raise TypeError(f"{where}: {name} must have the dtype of the module's parameters ({p.dtype}), got {t.dtype}")
+        if t.device != p.device:
+            raise ValueError(f"{where}: {name} must be on the device of the module's parameters ({p.device}), "
+                             f"got {t.device}")
+
+
+def _named(where: str, fn, *args):
+    """``fn(*args)`` with the layer's name put in front of a ``ValueError`` / ``TypeError`` /
+    ``IndexError`` message of the reference's checks."""
+    try:
+        return fn(*args)
+    except (ValueError, TypeError, IndexError) as e:
+        if type(e) in (ValueError, TypeError, IndexError):
+            raise type(e)(f"{where}: {e}") from None
+        raise
+
+
+def _check_index_device(edge_index, device, where: str) -> None:
+    parts = [edge_index] if isinstance(edge_index, Tensor) else edge_index if isinstance(edge_index, (list, tuple)) else []
+    for t in parts:
+        if isinstance(t, Tensor) and t.device != device:
+            raise ValueError(f"{where}: edge_index must be on h's device {device}, got {t.device}")
 
 
 class _FusedMessage:
@@ -137,8 +176,10 @@ class E_GCL(_FusedMessage, _ref.E_GCL):
 
     def forward(self, h: Tensor, edge_index, coord: Tensor, edge_attr: Optional[Tensor] = None,
                 node_attr: Optional[Tensor] = None, graph: Optional[Graph] = None):
-        row, col = _ref._check_inputs(h, coord, edge_index, edge_attr, node_attr, self.input_nf, self.edges_in_d,
-                                      self.nodes_att_dim)
+        _check_like_params(self, "E_GCL", h=h, coord=coord, edge_attr=edge_attr, node_attr=node_attr)
+        _check_index_device(edge_index, h.device, "E_GCL")
+        row, col = _named(type(self).__name__, _ref._check_inputs, h, coord, edge_index, edge_attr, node_attr,
+                          self.input_nf, self.edges_in_d, self.nodes_att_dim)
         graph = _graph_of(row, col, h.size(0), graph)
         m_sum, t_sum = self._message(h, coord, row, col, edge_attr, graph,
                                      self._config("detached" if self.normalize else "none"))
@@ -157,6 +198,8 @@ class EGNN(_ref.EGNN):
     def __init__(self, in_node_nf: int, hidden_nf: int, out_node_nf: int, in_edge_nf: int = 0, device="cpu",
                  act_fn: nn.Module = nn.SiLU(), n_layers: int = 4, residual: bool = True, attention: bool = False,
                  normalize: bool = False, tanh: bool = False, *, backend: Optional[str] = None):
+        _ref._check_sizes("EGNN", in_node_nf=in_node_nf, hidden_nf=hidden_nf, out_node_nf=out_node_nf,
+                          in_edge_nf=in_edge_nf, n_layers=n_layers)
         super().__init__(in_node_nf, hidden_nf, out_node_nf, in_edge_nf, device, act_fn, n_layers, residual,
                          attention, normalize, tanh)
         for i in range(n_layers):
@@ -169,13 +212,15 @@ class EGNN(_ref.EGNN):
 
     def forward(self, h: Tensor, x: Tensor, edges, edge_attr: Optional[Tensor] = None,
                 graph: Optional[Graph] = None) -> Tuple[Tensor, Tensor]:
+        _check_like_params(self, "EGNN", h=h, x=x, edge_attr=edge_attr)
+        _check_index_device(edges, h.device, "EGNN")
         if h.dim() != 2 or h.size(1) != self.in_node_nf:
-            raise ValueError(f"h: expected shape (n, {self.in_node_nf}), got {tuple(h.shape)}")
+            raise ValueError(f"EGNN: h: expected shape (n, {self.in_node_nf}), got {tuple(h.shape)}")
         if x.dim() != 2 or x.size(1) != _ref.COORD_DIM:
-            raise ValueError(f"x: expected shape (n, {_ref.COORD_DIM}), got {tuple(x.shape)}")
+            raise ValueError(f"EGNN: x: expected shape (n, {_ref.COORD_DIM}), got {tuple(x.shape)}")
         if x.size(0) != h.size(0):
-            raise ValueError(f"x: expected {h.size(0)} rows (as h), got {x.size(0)}")
-        row, col = _ref._split_edge_index(edges, h.size(0))
+            raise ValueError(f"EGNN: x: expected {h.size(0)} rows (as h), got {x.size(0)}")
+        row, col = _named(type(self).__name__, _ref._split_edge_index, edges, h.size(0))
         graph = _graph_of(row, col, h.size(0), graph)
         h = self.embedding_in(h)
         for i in range(self.n_layers):
@@ -194,10 +239,12 @@ class E_GCL_vel(_FusedMessage, _ref_vel.E_GCL_vel):
 
     def forward(self, h: Tensor, edge_index, coord: Tensor, vel: Tensor, edge_attr: Optional[Tensor] = None,
                 node_attr: Optional[Tensor] = None, graph: Optional[Graph] = None):
-        row, col = _ref._check_inputs(h, coord, edge_index, edge_attr, node_attr, self.input_nf, self.edges_in_d,
-                                      self.nodes_att_dim)
+        _check_like_params(self, "E_GCL_vel", h=h, coord=coord, vel=vel, edge_attr=edge_attr, node_attr=node_attr)
+        _check_index_device(edge_index, h.device, "E_GCL_vel")
+        row, col = _named(type(self).__name__, _ref._check_inputs, h, coord, edge_index, edge_attr, node_attr,
+                          self.input_nf, self.edges_in_d, self.nodes_att_dim)
         if vel.shape != coord.shape:
-            raise ValueError(f"vel: expected shape {tuple(coord.shape)} (as coord), got {tuple(vel.shape)}")
+            raise ValueError(f"E_GCL_vel: vel: expected shape {tuple(coord.shape)} (as coord), got {tuple(vel.shape)}")
         graph = _graph_of(row, col, h.size(0), graph)
         config = self._config("plus_one" if self.norm_diff else "none", trans_clamp=_ref_vel.TRANS_CLAMP)
         m_sum, t_sum = self._message(h, coord, row, col, edge_attr, graph, config)
@@ -212,6 +259,7 @@ class EGNN_vel(_ref_vel.EGNN_vel):
     def __init__(self, in_node_nf: int, in_edge_nf: int, hidden_nf: int, device="cpu", act_fn: nn.Module = nn.SiLU(),
                  n_layers: int = 4, coords_weight: float = 1.0, recurrent: bool = False, norm_diff: bool = False,
                  tanh: bool = False, *, backend: Optional[str] = None):
+        _ref._check_sizes("EGNN_vel", in_node_nf=in_node_nf, in_edge_nf=in_edge_nf, hidden_nf=hidden_nf, n_layers=n_layers)
         super().__init__(in_node_nf, in_edge_nf, hidden_nf, device, act_fn, n_layers, coords_weight, recurrent,
                          norm_diff, tanh)
         for i in range(n_layers):
@@ -225,11 +273,13 @@ class EGNN_vel(_ref_vel.EGNN_vel):
 
     def forward(self, h: Tensor, x: Tensor, edges, vel: Tensor, edge_attr: Optional[Tensor] = None,
                 graph: Optional[Graph] = None) -> Tensor:
+        _check_like_params(self, "EGNN_vel", h=h, x=x, vel=vel, edge_attr=edge_attr)
+        _check_index_device(edges, h.device, "EGNN_vel")
         if h.dim() != 2 or h.size(1) != self.in_node_nf:
-            raise ValueError(f"h: expected shape (n, {self.in_node_nf}), got {tuple(h.shape)}")
+            raise ValueError(f"EGNN_vel: h: expected shape (n, {self.in_node_nf}), got {tuple(h.shape)}")
         if x.dim() != 2 or x.size(1) != _ref.COORD_DIM or x.size(0) != h.size(0):
-            raise ValueError(f"x: expected shape ({h.size(0)}, {_ref.COORD_DIM}), got {tuple(x.shape)}")
-        row, col = _ref._split_edge_index(edges, h.size(0))
+            raise ValueError(f"EGNN_vel: x: expected shape ({h.size(0)}, {_ref.COORD_DIM}), got {tuple(x.shape)}")
+        row, col = _named(type(self).__name__, _ref._split_edge_index, edges, h.size(0))
         graph = _graph_of(row, col, h.size(0), graph)
         h = self.embedding(h)
         for i in range(self.n_layers):

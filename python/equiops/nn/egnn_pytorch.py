@@ -57,6 +57,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .. import backend as _backend
 from ..graph import Graph
 from ..ops import egnn as _egnn_ops
 
@@ -177,6 +178,11 @@ class EGNN(nn.Module):
             raise ValueError(f"EGNN: feats must have shape (batch, nodes, dim={self.dim}), got {tuple(feats.shape)}")
         if not feats.is_floating_point():
             raise TypeError(f"EGNN: feats must be a floating-point tensor, got {feats.dtype}")
+        p = self.edge_mlp[0].weight
+        if feats.dtype != p.dtype:
+            raise TypeError(f"EGNN: feats must have the dtype of the layer's parameters ({p.dtype}), got {feats.dtype}")
+        if feats.device != p.device:
+            raise ValueError(f"EGNN: feats must be on the device of the layer's parameters ({p.device}), got {feats.device}")
         b, n = feats.shape[:2]
         if not isinstance(coors, Tensor):
             raise TypeError(f"EGNN: coors must be a torch.Tensor, got {type(coors).__name__}")
@@ -449,6 +455,20 @@ class GlobalLinearAttention(nn.Module):
         return self.ff(x) + x, queries + induced
 
 
+def _check_tokens(t, num: int, name: str, what: str, ndim: int) -> None:
+    """Token ids for an ``nn.Embedding`` of ``num`` rows: an integer ``ndim``-D tensor in
+    ``[0, num)`` (checked here: the embedding's own error does not say which input)."""
+    if not isinstance(t, Tensor) or t.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"EGNN_Network: {name} must be an int64 tensor of token ids (the network has {what}), "
+                        f"got {getattr(t, 'dtype', type(t).__name__)}")
+    if t.dim() != ndim:
+        raise ValueError(f"EGNN_Network: {name} must be a {ndim}-D tensor of token ids, got shape {tuple(t.shape)}")
+    if not _backend.tracing() and t.numel():
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= num:
+            raise IndexError(f"EGNN_Network: {name} must hold token ids in [0, {what}={num}), got values in [{lo}, {hi}]")
+
+
 class EGNN_Network(nn.Module):
     """A stack of :class:`EGNN` layers with egnn-pytorch's ``EGNN_Network`` interface and parameters.
 
@@ -478,6 +498,10 @@ class EGNN_Network(nn.Module):
         super().__init__()
         if num_adj_degrees is not None and num_adj_degrees < 1:
             raise ValueError(f"EGNN_Network: num_adj_degrees must be >= 1, got {num_adj_degrees}")
+        for name, v, low in (("depth", depth, 0), ("dim", dim, 1), ("num_tokens", num_tokens, 1),
+                             ("num_edge_tokens", num_edge_tokens, 1), ("num_positions", num_positions, 1)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ValueError(f"EGNN_Network: {name} must be an int >= {low}, got {v!r}")
         self.num_positions = num_positions
         self.token_emb = nn.Embedding(num_tokens, dim) if num_tokens is not None else None
         self.pos_emb = nn.Embedding(num_positions, dim) if num_positions is not None else None
@@ -501,6 +525,7 @@ class EGNN_Network(nn.Module):
                 mask: Optional[Tensor] = None, return_coor_changes: bool = False):
         b = feats.shape[0]
         if self.token_emb is not None:
+            _check_tokens(feats, self.token_emb.num_embeddings, "feats", "num_tokens", 2)
             feats = self.token_emb(feats)
         if self.pos_emb is not None:
             n = feats.shape[1]
@@ -508,11 +533,15 @@ class EGNN_Network(nn.Module):
                 raise ValueError(f"EGNN_Network: {n} nodes exceed num_positions={self.num_positions}")
             feats = feats + self.pos_emb(torch.arange(n, device=feats.device))[None]
         if edges is not None and self.edge_emb is not None:
+            _check_tokens(edges, self.edge_emb.num_embeddings, "edges", "num_edge_tokens", 3)
             edges = self.edge_emb(edges)
 
         if self.num_adj_degrees is not None:
             if adj_mat is None:
                 raise ValueError("EGNN_Network: adj_mat is required with num_adj_degrees")
+            if not isinstance(adj_mat, Tensor) or adj_mat.dtype != torch.bool:
+                raise TypeError(f"EGNN_Network: adj_mat must be a bool tensor, got "
+                                f"{getattr(adj_mat, 'dtype', type(adj_mat).__name__)}")
             if adj_mat.dim() == 2:
                 adj_mat = adj_mat.unsqueeze(0).expand(b, *adj_mat.shape)
             degrees = adj_mat.long()

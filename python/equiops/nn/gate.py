@@ -123,7 +123,8 @@ class Activation(torch.nn.Module):
         acts = list(acts)
         if len(irreps_in) != len(acts):
             raise ValueError(
-                f"Irreps in and number of activation functions does not match: {len(acts), (irreps_in, acts)}"
+                f"Activation: Irreps in and number of activation functions does not match: irreps_in={irreps_in} has "
+                f"{len(irreps_in)} terms, got {len(acts)} activations (one activation or None per term)"
             )
         acts = [Normalize2mom(act) if act is not None else None for act in acts]
         irreps_out = []
@@ -158,6 +159,12 @@ class Activation(torch.nn.Module):
         return f"{self.__class__.__name__} [{acts}] ({self.irreps_in} -> {self.irreps_out})"
 
     def forward(self, features: Tensor, dim: int = -1) -> Tensor:
+        if not isinstance(features, Tensor) or not features.is_floating_point():
+            raise TypeError(f"Activation: features must be a floating-point tensor, got "
+                            f"{getattr(features, 'dtype', type(features).__name__)}")
+        if features.dim() == 0 or features.shape[dim] != self.irreps_in.dim:
+            raise ValueError(f"Activation: features must have size {self.irreps_in.dim} (irreps_in={self.irreps_in}) "
+                             f"along dim={dim}, got shape {tuple(features.shape)}")
         output = []
         for start, length, i in self._paths:
             piece = features.narrow(dim, start, length)
@@ -305,7 +312,10 @@ class Gate(torch.nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """``(..., irreps_in.dim) -> (..., irreps_out.dim)``."""
-        if features.shape[-1] != self._irreps_in.dim:
+        if not isinstance(features, Tensor) or not features.is_floating_point():
+            raise TypeError(f"Gate: features must be a floating-point tensor, got "
+                            f"{getattr(features, 'dtype', type(features).__name__)}")
+        if features.dim() == 0 or features.shape[-1] != self._irreps_in.dim:
             raise ValueError(f"Gate: the last dimension of the input must be {self._irreps_in.dim}, got {features.shape[-1]}")
         scalars = _take(features, self._ranges[0])
         scalars = self.act_scalars(scalars)
@@ -406,7 +416,13 @@ class NormActivation(torch.nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """``(..., irreps_in.dim) -> (..., irreps_in.dim)``."""
-        if features.shape[-1] != self.irreps_in.dim:
+        if not isinstance(features, Tensor) or not features.is_floating_point():
+            raise TypeError(f"NormActivation: features must be a floating-point tensor, got "
+                            f"{getattr(features, 'dtype', type(features).__name__)}")
+        if self.bias and features.device != self.biases.device:
+            raise ValueError(f"NormActivation: features must be on the device of biases ({self.biases.device}), "
+                             f"got {features.device}")
+        if features.dim() == 0 or features.shape[-1] != self.irreps_in.dim:
             raise ValueError(
                 f"NormActivation: the last dimension of the input must be {self.irreps_in.dim}, got {features.shape[-1]}"
             )

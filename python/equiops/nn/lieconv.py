@@ -87,6 +87,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import backend as _backend
+from ._checks import check_like, first_parameter
+
 __all__ = [
     "BottleBlock",
     "Expression",
@@ -163,7 +166,7 @@ class MaskBatchNormNd(nn.BatchNorm1d):
     """
 
     def forward(self, inp):
-        coords, x, mask = inp
+        coords, x, mask = self._check(inp)
         sum_dims = list(range(x.dim() - 1))
         x_or_zero = torch.where(mask.unsqueeze(-1), x, torch.zeros_like(x))
         xmean, var = self.running_mean, self.running_var
@@ -190,6 +193,36 @@ class MaskBatchNormNd(nn.BatchNorm1d):
         ratio = self.weight / std
         output = x_or_zero * ratio + (self.bias - xmean * ratio)
         return (coords, output, mask)
+
+    def _check(self, inp):
+        if not isinstance(inp, (tuple, list)) or len(inp) != 3:
+            raise TypeError(f"MaskBatchNormNd: expected a (coords, values, mask) tuple, got {type(inp).__name__}"
+                            + (f" of length {len(inp)}" if isinstance(inp, (tuple, list)) else ""))
+        coords, x, mask = inp
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"MaskBatchNormNd: values must be a floating-point tensor, got "
+                            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+        if x.dim() < 2 or x.shape[-1] != self.num_features:
+            raise ValueError(f"MaskBatchNormNd: values must have shape (..., {self.num_features}) (num_features), "
+                             f"got {tuple(x.shape)}")
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            raise TypeError(f"MaskBatchNormNd: mask must be a bool tensor, got "
+                            f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}")
+        lead = tuple(x.shape[:-1])
+        try:
+            ok = mask.dim() <= len(lead) and tuple(torch.broadcast_shapes(mask.shape, lead)) == lead
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"MaskBatchNormNd: mask must have values' leading shape {lead}, got {tuple(mask.shape)}")
+        ref = self.weight if self.weight is not None else self.running_mean
+        if ref is not None:
+            if x.device != ref.device or mask.device != ref.device:
+                raise ValueError(f"MaskBatchNormNd: values and mask must be on the module's device {ref.device}, "
+                                 f"got {x.device} and {mask.device}")
+            if x.dtype != ref.dtype:
+                raise TypeError(f"MaskBatchNormNd: values must have the module's dtype {ref.dtype}, got {x.dtype}")
+        return coords, x, mask
 
 
 def LinearBNact(chin: int, chout: int, act: str = "swish", bn: bool = True) -> nn.Sequential:
@@ -334,6 +367,7 @@ def lift_points(group, coords: Tensor, values: Tensor, mask: Tensor, nsamples: i
     as the original's ``lift``); ``lifted = [a, q]``. No pairs are formed."""
     if not hasattr(group, "lifted_elems"):
         raise TypeError(f"group: {_group_name(group)} has no lifted_elems; LieResNet needs a liftable group")
+    coords, values, mask = _check_triple((coords, values, mask), where="lift_points")
     a, q = group.lifted_elems(coords, nsamples)
     bs, n = mask.shape
     if a.dim() != 3 or a.shape[0] != bs or a.shape[1] % max(n, 1) != 0:
@@ -502,6 +536,8 @@ def farthest_point_indices(row_dist: Callable, frac: float, mask: Tensor) -> Ten
     Start: the ``(randint(0, n) mod n_valid)``-th valid point of each cloud (random, one
     ``torch.randint(0, n, (bs,))`` draw; point 0 for a cloud with no valid point).
     """
+    if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0 < frac <= 1:
+        raise ValueError(f"farthest_point_indices: frac must be a fraction in (0, 1], got {frac!r}")
     bs, n = mask.shape
     device = mask.device
     m = int(round(frac * n))
@@ -522,6 +558,15 @@ def farthest_point_indices(row_dist: Callable, frac: float, mask: Tensor) -> Ten
 
 def FPSindices(dists: Tensor, frac: float, mask: Tensor) -> Tensor:
     """The original's signature: ``dists (bs, n, n)`` pairwise distances (dense)."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+        raise ValueError(f"FPSindices: mask must be a bool tensor of shape (bs, n), got "
+                         f"{getattr(mask, 'dtype', type(mask).__name__)} of shape {tuple(getattr(mask, 'shape', ()))}")
+    bs, n = mask.shape
+    if not isinstance(dists, Tensor) or tuple(dists.shape) != (bs, n, n):
+        raise ValueError(f"FPSindices: dists must have shape ({bs}, {n}, {n}) (pairwise distances of mask's points), "
+                         f"got {tuple(getattr(dists, 'shape', ()))}")
+    if dists.device != mask.device:
+        raise ValueError(f"FPSindices: dists must be on mask's device {mask.device}, got {dists.device}")
     B = torch.arange(dists.shape[0], device=dists.device)
     return farthest_point_indices(lambda f: dists[B, f], frac, mask)
 
@@ -591,7 +636,16 @@ class FarthestSubsample(nn.Module):
 # --------------------------------------------------------------------------- convolutions
 
 
-def _check_triple(inp, name: str = "inp"):
+def _check_triple(inp, name: str = "inp", where: Optional[str] = None):
+    if where is None:
+        return _check_triple_impl(inp, name)
+    try:
+        return _check_triple_impl(inp, name)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
+
+
+def _check_triple_impl(inp, name: str):
     if not isinstance(inp, (tuple, list)) or len(inp) != 3:
         raise TypeError(f"{name}: expected a (coords, values, mask) tuple, got {type(inp).__name__}"
                         + (f" of length {len(inp)}" if isinstance(inp, (tuple, list)) else ""))
@@ -613,7 +667,21 @@ def _check_triple(inp, name: str = "inp"):
         raise TypeError(f"coords: expected a floating dtype, got {coords.dtype}")
     if not values.is_floating_point():
         raise TypeError(f"values: expected a floating dtype, got {values.dtype}")
+    for arg, t in (("values", values), ("mask", mask)):
+        if t.device != coords.device:
+            raise ValueError(f"{arg}: expected coords' device {coords.device}, got {t.device}")
     return coords, values, mask
+
+
+def _check_params_like(module, coords: Tensor, values: Tensor) -> None:
+    """coords and values in the dtype and on the device of ``module``'s parameters."""
+    check_like(type(module).__name__, first_parameter(module), coords=coords, values=values)
+
+
+def _check_positive_int(value, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{where}: {name} must be an int >= 1, got {value!r}")
+    return int(value)
 
 
 class PointConv(nn.Module):
@@ -633,6 +701,13 @@ class PointConv(nn.Module):
         _check_nbhd(mc_samples, "mc_samples (nbhd)")
         if act not in ("relu", "swish"):
             raise ValueError(f"act: expected 'swish' or 'relu', got {act!r}")
+        where = type(self).__name__
+        _check_positive_int(chin, "chin", where)
+        _check_positive_int(chout, "chout", where)
+        _check_positive_int(xyz_dim, "xyz_dim", where)
+        if knn_channels is not None and (isinstance(knn_channels, bool) or not isinstance(knn_channels, int)
+                                         or not 1 <= knn_channels <= xyz_dim):
+            raise ValueError(f"{where}: knn_channels must be None or an int in [1, xyz_dim={xyz_dim}], got {knn_channels!r}")
         self.chin = chin
         self.cmco_ci = 16
         self.xyz_dim = xyz_dim
@@ -648,11 +723,12 @@ class PointConv(nn.Module):
         return self.mc_samples
 
     def _check_input(self, inp, coord_dim: int, what: str):
-        coords, values, mask = _check_triple(inp)
+        coords, values, mask = _check_triple(inp, where=type(self).__name__)
         if coords.shape[-1] != coord_dim:
-            raise ValueError(f"coords: expected last dim {coord_dim} ({what}), got {coords.shape[-1]}")
+            raise ValueError(f"{type(self).__name__}: coords: expected last dim {coord_dim} ({what}), got {coords.shape[-1]}")
         if values.shape[-1] != self.chin:
-            raise ValueError(f"values: expected {self.chin} channels (chin), got {values.shape[-1]}")
+            raise ValueError(f"{type(self).__name__}: values: expected {self.chin} channels (chin), got {values.shape[-1]}")
+        _check_params_like(self, coords, values)
         return coords, values, mask
 
     def point_convolve(self, nbhd_embedded: Tensor, values: Tensor, nbhd_idx: Tensor, nbhd_mask: Tensor) -> Tensor:
@@ -691,6 +767,19 @@ class PointConv(nn.Module):
 
 
 _UNSET = object()
+
+
+def _check_query_indices(idx, mask: Tensor) -> None:
+    bs, n = mask.shape
+    if not isinstance(idx, Tensor) or idx.dtype not in (torch.int64, torch.int32) or idx.dim() != 2 or idx.shape[0] != bs:
+        raise ValueError(f"LieConv: query_indices must be an int64 tensor of shape ({bs}, m), got "
+                         f"{getattr(idx, 'dtype', type(idx).__name__)} of shape {tuple(getattr(idx, 'shape', ()))}")
+    if idx.device != mask.device:
+        raise ValueError(f"LieConv: query_indices must be on the device of the inputs ({mask.device}), got {idx.device}")
+    if not _backend.tracing() and idx.numel():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"LieConv: query_indices must hold point indices in [0, {n}), got values in [{lo}, {hi}]")
 
 
 class LieConv(PointConv):
@@ -756,6 +845,8 @@ class LieConv(PointConv):
         inp = (lifted, values, mask)
         if query_indices is _UNSET:
             query_indices = self.subsample.indices(inp)
+        elif query_indices is not None:
+            _check_query_indices(query_indices, mask)
         sub_lifted, _, sub_mask = self.subsample.take(inp, query_indices)
         nbhd_abq, idx, nbhd_mask = self.extract_neighborhood(inp, query_indices)
         out = self.point_convolve(nbhd_abq, values, idx, nbhd_mask)
@@ -805,6 +896,9 @@ class BottleBlock(nn.Module):
         self.chin = chin
 
     def forward(self, inp):
+        _, values, _ = _check_triple(inp, where="BottleBlock")
+        if values.shape[-1] != self.chin:
+            raise ValueError(f"BottleBlock: values must have {self.chin} channels (chin), got {values.shape[-1]}")
         sub = self.conv.subsample(inp, withquery=True)
         sub_values, query_idx = sub[1], sub[3]
         x = inp
@@ -824,9 +918,9 @@ class GlobalPool(nn.Module):
         self.mean = mean
 
     def forward(self, x):
-        if len(x) == 2:
+        if isinstance(x, (tuple, list)) and len(x) == 2:
             return x[1].mean(1)
-        _, vals, mask = x
+        _, vals, mask = _check_triple(x, "x", where="GlobalPool")
         summed = torch.where(mask.unsqueeze(-1), vals, torch.zeros_like(vals)).sum(1)
         if self.mean:
             summed = summed / mask.sum(-1).clamp(min=1).unsqueeze(-1).to(summed.dtype)
@@ -856,10 +950,21 @@ class LieResNet(nn.Module):
         if not isinstance(liftsamples, int) or liftsamples < 1:
             raise ValueError(f"liftsamples: expected an int >= 1, got {liftsamples!r}")
         group = _resolve_group(group, "SE3")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+            raise ValueError(f"LieResNet: num_layers must be an int >= 0, got {num_layers!r}")
+        _check_positive_int(chin, "chin", "LieResNet")
+        _check_positive_int(num_outputs, "num_outputs", "LieResNet")
         if isinstance(fill, (float, int)):
             fill = [fill] * num_layers
         if isinstance(k, int):
             k = [k] * (num_layers + 1)
+        if len(fill) != num_layers:
+            raise ValueError(f"LieResNet: fill must be a number or a list of num_layers={num_layers} numbers, "
+                             f"got {len(fill)}")
+        if len(k) != num_layers + 1:
+            raise ValueError(f"LieResNet: k must be an int or a list of num_layers + 1 = {num_layers + 1} ints, got {len(k)}")
+        for i, ki in enumerate(k):
+            _check_positive_int(ki, f"k[{i}]", "LieResNet")
 
         def conv(ki, ko, fill):
             return LieConv(ki, ko, mc_samples=nbhd, ds_frac=ds_frac, bn=bn, act=act, mean=mean, group=group, fill=fill,
@@ -879,13 +984,14 @@ class LieResNet(nn.Module):
         self.group = group
 
     def forward(self, x):
-        coords, values, mask = _check_triple(x, "x")
+        coords, values, mask = _check_triple(x, "x", where="LieResNet")
+        _check_params_like(self, coords, values)
         cd = _coord_dim(self.group)
         if coords.shape[-1] != cd:
-            raise ValueError(f"coords: expected last dim {cd} (the points {_group_name(self.group)} acts on; "
+            raise ValueError(f"LieResNet: coords: expected last dim {cd} (the points {_group_name(self.group)} acts on; "
                              f"rep_dim={self.group.rep_dim}), got {coords.shape[-1]}")
         if values.shape[-1] != self.chin:
-            raise ValueError(f"values: expected {self.chin} channels (chin), got {values.shape[-1]}")
+            raise ValueError(f"LieResNet: values: expected {self.chin} channels (chin), got {values.shape[-1]}")
         keep = mask.unsqueeze(-1)
         coords = torch.where(keep, coords, torch.zeros_like(coords))
         values = torch.where(keep, values, torch.zeros_like(values))

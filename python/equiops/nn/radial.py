@@ -39,6 +39,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_like
 from .gate import Normalize2mom
 
 __all__ = [
@@ -79,6 +80,12 @@ def _positive_int(x, name: str, minimum: int = 1) -> int:
     if isinstance(x, bool) or not isinstance(x, numbers.Integral) or int(x) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={x!r}")
     return int(x)
+
+
+def _check_input(x, where: str, name: str, like: Optional[Tensor] = None) -> None:
+    """``x`` a floating tensor on the device of the module's parameter ``like`` when given
+    (its dtype may differ: the bases compute in ``x``'s dtype)."""
+    check_like(where, like, dtype=False, **{name: x})
 
 
 def _sin_ratio(w: Tensor, x: Tensor, scale: float) -> Tensor:
@@ -132,6 +139,7 @@ def soft_one_hot_linspace(x: Tensor, start, end, number, basis=None, cutoff=None
     ``cutoff=True`` makes every function (about) zero outside ``(start, end)``.
     """
     number = _check_linspace_args(start, end, number, basis, cutoff)
+    _check_input(x, "soft_one_hot_linspace", "x")
     return _soft_one_hot(x, float(start), float(end), number, basis, bool(cutoff))
 
 
@@ -185,6 +193,7 @@ class GaussianBasis(torch.nn.Module):
         self.cutoff = bool(cutoff)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_input(x, "GaussianBasis", "x")
         return _soft_one_hot(x, self.start, self.end, self.number, self.basis, self.cutoff)
 
     def extra_repr(self) -> str:
@@ -214,6 +223,7 @@ class BesselBasis(torch.nn.Module):
             self.register_buffer("bessel_weights", weights)
 
     def forward(self, r: Tensor) -> Tensor:
+        _check_input(r, "BesselBasis", "r", self.bessel_weights)
         return self.prefactor * _sin_ratio(self.bessel_weights, r.unsqueeze(-1), self.r_max)
 
     def extra_repr(self) -> str:
@@ -237,15 +247,23 @@ class PolynomialCutoff(torch.nn.Module):
             raise ValueError(f"p must be a number >= 1, got p={p!r}")
         self.p = pf
         self._factor = 1.0 / self.r_max
+        # The exponents as a tensor, not Python floats: torch.compile(dynamic=True) turns a
+        # module's float attributes into symbolic scalars, and the backward of
+        # pow(u, <symbolic float>) then fails to lower in Inductor (PyTorch 2.13:
+        # "LoweringException: KeyError: 'unbacked_bindings'"). Not in the state_dict.
+        self.register_buffer("_exponents", torch.tensor([pf, pf + 1.0, pf + 2.0], dtype=torch.float64),
+                             persistent=False)
 
     def forward(self, r: Tensor) -> Tensor:
+        _check_input(r, "PolynomialCutoff", "r")
         p = self.p
         u = r * self._factor
+        e = self._exponents.to(r.dtype)
         out = (
             1.0
-            - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(u, p)
-            + p * (p + 2.0) * torch.pow(u, p + 1.0)
-            - p * (p + 1.0) / 2.0 * torch.pow(u, p + 2.0)
+            - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(u, e[0])
+            + p * (p + 2.0) * torch.pow(u, e[1])
+            - p * (p + 1.0) / 2.0 * torch.pow(u, e[2])
         )
         return out * (u < 1.0)
 
@@ -261,6 +279,7 @@ class CosineCutoff(torch.nn.Module):
         self.r_max = _positive_number(r_max, "r_max")
 
     def forward(self, r: Tensor) -> Tensor:
+        _check_input(r, "CosineCutoff", "r")
         return 0.5 * (torch.cos(math.pi * r / self.r_max) + 1.0) * (r < self.r_max)
 
     def extra_repr(self) -> str:
@@ -347,3 +366,13 @@ class RadialMLP(torch.nn.Sequential):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}{self.hs}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., hs[0]) -> (..., hs[-1])``."""
+        w = self.layer0.weight if len(self.hs) > 1 else None
+        _check_input(x, "RadialMLP", "x", w)
+        if x.dim() < 1 or x.shape[-1] != self.hs[0]:
+            raise ValueError(f"RadialMLP: x must have shape (..., {self.hs[0]}) (hs[0]), got {tuple(x.shape)}")
+        if w is not None and x.dtype != w.dtype:
+            raise TypeError(f"RadialMLP: x must have the dtype of the weights ({w.dtype}), got {x.dtype}")
+        return super().forward(x)

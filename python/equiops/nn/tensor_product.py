@@ -478,6 +478,10 @@ def replace_e3nn_tensor_products(model: torch.nn.Module, backend: Optional[str] 
         from e3nn.o3 import TensorProduct as E3nnTP
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("replace_e3nn_tensor_products needs e3nn installed") from e
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"replace_e3nn_tensor_products: model must be a torch.nn.Module, got {type(model).__name__}")
+    if backend is not None:  # checked even when the model holds no e3nn product
+        _backend.check_backend_name(backend)
     if isinstance(model, E3nnTP):
         return from_e3nn(model, backend), 1
     # One e3nn module registered under several parents becomes one of ours (its weight

@@ -23,15 +23,18 @@ Bessel basis has its finite limit at ``r = 0`` and the harmonics of a zero vecto
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from .. import backend as _backend
 from ..graph import Graph
 from ..harmonics import spherical_harmonics
 from ..irreps import Irrep, Irreps
+from ._checks import check_like, first_parameter
 from .gate import Gate
 from .linear import Linear
 from .radial import BesselBasis, PolynomialCutoff, RadialMLP
@@ -53,10 +56,31 @@ def edge_vectors(pos: Tensor, edge_src: Tensor, edge_dst: Tensor, where: str) ->
     """``pos[edge_src] - pos[edge_dst]`` with the shapes checked."""
     if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
         raise ValueError(f"{where}: pos must have shape (num_nodes, 3), got {getattr(pos, 'shape', type(pos))}")
+    if not pos.is_floating_point():
+        raise TypeError(f"{where}: pos must be a floating-point tensor, got {pos.dtype}")
     for name, t in (("edge_src", edge_src), ("edge_dst", edge_dst)):
         if not isinstance(t, Tensor) or t.dim() != 1 or t.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"{where}: {name} must be a 1-D int64 tensor, got {getattr(t, 'shape', type(t))}")
+            raise ValueError(f"{where}: {name} must be a 1-D int64 tensor, got "
+                             f"{getattr(t, 'dtype', type(t).__name__)} of shape {tuple(getattr(t, 'shape', ()))}")
+        if t.device != pos.device:
+            raise ValueError(f"{where}: {name} must be on pos' device {pos.device}, got {t.device}")
+    if edge_src.shape != edge_dst.shape:
+        raise ValueError(f"{where}: edge_src and edge_dst must have the same length (one entry per edge), "
+                         f"got {edge_src.shape[0]} and {edge_dst.shape[0]}")
+    n = pos.shape[0]
+    # Not while compiling (data-dependent); the convolution checks its indices again.
+    if not _backend.tracing() and edge_src.numel():
+        for name, t in (("edge_src", edge_src), ("edge_dst", edge_dst)):
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= n:
+                raise IndexError(f"{where}: {name} must hold node indices in [0, {n}) (num_nodes = pos.shape[0]), "
+                                 f"got values in [{lo}, {hi}]")
     return pos.index_select(0, edge_src.long()) - pos.index_select(0, edge_dst.long())
+
+
+def _check_like_module(module: torch.nn.Module, where: str, **tensors: Tensor) -> None:
+    """Floating tensors in the dtype and on the device of ``module``'s parameters."""
+    check_like(where, first_parameter(module), **tensors)
 
 
 def _from_e3nn_edge(tp, fc, irreps_filter, layout: str, where: str):
@@ -82,6 +106,23 @@ def _from_e3nn_edge(tp, fc, irreps_filter, layout: str, where: str):
                                   "radial_act": act if act is not None else torch.nn.functional.silu}
 
 
+def _named_errors(init):
+    """Constructor errors (``ValueError`` / ``TypeError`` from the parts it builds: irreps,
+    radial basis, MLP) re-raised with the layer's name in front."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except (ValueError, TypeError) as e:
+            where = type(self).__name__
+            if type(e) in (ValueError, TypeError) and not str(e).startswith(where + ":"):
+                raise type(e)(f"{where}: {e}") from None
+            raise
+
+    return wrapper
+
+
 class RadialEmbedding(torch.nn.Module):
     """``|r| -> bessel(|r|) * cutoff(|r|)``: NequIP's edge length embedding ``(E,) -> (E, num_basis)``."""
 
@@ -104,7 +145,14 @@ class _EdgeConv(torch.nn.Module):
         if not (isinstance(avg_num_neighbors, (int, float)) and avg_num_neighbors > 0):
             raise ValueError(f"avg_num_neighbors must be a number > 0, got {avg_num_neighbors!r}")
         self.irreps_sh = _sh_irreps(irreps_sh)
+        radial_neurons = tuple(radial_neurons)
+        for i, h in enumerate(radial_neurons):
+            if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+                raise ValueError(f"radial_neurons[{i}] must be an int >= 1, got {h!r}")
         irreps_mid, ins = channelwise_instructions(irreps_in, self.irreps_sh, filter_out, layout=layout)
+        if len(ins) == 0:
+            raise ValueError(f"no path: irreps_in={irreps_in} x irreps_sh={self.irreps_sh} reaches no irrep of "
+                             f"irreps_out={filter_out}")
         self.conv = TensorProductConv(irreps_in, self.irreps_sh, irreps_mid, ins, shared_weights=False,
                                       internal_weights=False, backend=backend)
         self.irreps_mid = self.conv.irreps_out
@@ -143,6 +191,7 @@ class TFNConv(torch.nn.Module):
     (``radial_embedding``, ``radial``, ``conv.conv``), ``linear``, ``self_interaction``.
     """
 
+    @_named_errors
     def __init__(self, irreps_in, irreps_out, irreps_sh: Union[int, str, Irreps] = 2, *, r_max: float = 5.0,
                  num_basis: int = 8, cutoff_p: float = 6, radial_neurons: Sequence[int] = (64,),
                  radial_act: Callable[[Tensor], Tensor] = torch.nn.functional.silu, avg_num_neighbors: float = 1.0,
@@ -178,6 +227,7 @@ class TFNConv(torch.nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor, edge_src: Tensor, edge_dst: Tensor, graph: Optional[Graph] = None) -> Tensor:
         where = type(self).__name__
+        _check_like_module(self, where, x=x, pos=pos)
         if x.dim() != 2 or x.shape[1] != self.irreps_in.dim or x.shape[0] != pos.shape[0]:
             raise ValueError(f"{where}: x must have shape (num_nodes, {self.irreps_in.dim}) with num_nodes = "
                              f"pos.shape[0] = {pos.shape[0]}, got {tuple(x.shape)}")
@@ -200,6 +250,7 @@ class InteractionBlock(torch.nn.Module):
     ``forward(x, node_attr, pos, edge_src, edge_dst, graph=None)``.
     """
 
+    @_named_errors
     def __init__(self, irreps_in, irreps_out, irreps_node_attr, irreps_sh: Union[int, str, Irreps] = 2, *,
                  r_max: float = 5.0, num_basis: int = 8, cutoff_p: float = 6, radial_neurons: Sequence[int] = (64,),
                  radial_act: Callable[[Tensor], Tensor] = torch.nn.functional.silu, avg_num_neighbors: float = 1.0,
@@ -238,6 +289,7 @@ class InteractionBlock(torch.nn.Module):
     def forward(self, x: Tensor, node_attr: Tensor, pos: Tensor, edge_src: Tensor, edge_dst: Tensor,
                 graph: Optional[Graph] = None) -> Tensor:
         where = type(self).__name__
+        _check_like_module(self, where, x=x, pos=pos)
         if x.dim() != 2 or x.shape[1] != self.irreps_in.dim or x.shape[0] != pos.shape[0]:
             raise ValueError(f"{where}: x must have shape (num_nodes, {self.irreps_in.dim}) with num_nodes = "
                              f"pos.shape[0] = {pos.shape[0]}, got {tuple(x.shape)}")
@@ -274,6 +326,7 @@ class TensorFieldNetwork(torch.nn.Module):
     ``-torch.autograd.grad(E.sum(), pos, create_graph=training)[0]``.
     """
 
+    @_named_errors
     def __init__(self, num_species: int, irreps_hidden="16x0e+8x1o+8x1e", irreps_sh: Union[int, str, Irreps] = 2, *,
                  num_layers: int = 3, r_max: float = 5.0, num_basis: int = 8, cutoff_p: float = 6,
                  radial_neurons: Sequence[int] = (32,), avg_num_neighbors: float = 1.0,
@@ -304,15 +357,30 @@ class TensorFieldNetwork(torch.nn.Module):
     def forward(self, pos: Tensor, species: Tensor, edge_src: Tensor, edge_dst: Tensor, batch: Optional[Tensor] = None,
                 num_graphs: Optional[int] = None, graph: Optional[Graph] = None) -> Tensor:
         where = type(self).__name__
+        _check_like_module(self, where, pos=pos)
         if not isinstance(species, Tensor) or species.dim() != 1 or species.shape[0] != pos.shape[0]:
             raise ValueError(f"{where}: species must have shape (num_nodes,) = ({pos.shape[0]},), got "
                              f"{getattr(species, 'shape', type(species))}")
         if species.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{where}: species must be an integer tensor, got {species.dtype}")
-        if species.numel() and not torch.compiler.is_compiling():
+        if not _backend.tracing() and species.numel():
             lo, hi = int(species.min()), int(species.max())
             if lo < 0 or hi >= self.num_species:
                 raise IndexError(f"{where}: species holds {lo if lo < 0 else hi}, expected [0, {self.num_species})")
+        if num_graphs is not None and (isinstance(num_graphs, bool) or not isinstance(num_graphs, int) or num_graphs < 0):
+            raise ValueError(f"{where}: num_graphs must be an int >= 0 or None, got {num_graphs!r}")
+        if batch is not None:
+            if not isinstance(batch, Tensor) or batch.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"{where}: batch must be an int64 tensor, got {getattr(batch, 'dtype', type(batch).__name__)}")
+            if batch.shape != species.shape:
+                raise ValueError(f"{where}: batch must have shape (num_nodes,) = ({pos.shape[0]},), got {tuple(batch.shape)}")
+            if batch.device != pos.device:
+                raise ValueError(f"{where}: batch must be on pos' device {pos.device}, got {batch.device}")
+            if not _backend.tracing() and batch.numel():
+                lo, hi = int(batch.min()), int(batch.max())
+                if lo < 0 or (num_graphs is not None and hi >= num_graphs):
+                    raise IndexError(f"{where}: batch must hold structure indices in [0, "
+                                     f"{num_graphs if num_graphs is not None else 'num_graphs'}), got values in [{lo}, {hi}]")
         x = torch.nn.functional.one_hot(species.long(), self.num_species).to(pos.dtype)
         for conv, gate in zip(self.layers, self.gates):
             x = gate(conv(x, pos, edge_src, edge_dst, graph))

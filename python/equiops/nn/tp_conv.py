@@ -32,7 +32,8 @@ def _index(t, name: str, where: str) -> Tensor:
         raise TypeError(f"{where}: {name} must be an int64 (or int32) tensor, got {t.dtype}")
     if t.dim() != 1:
         raise ValueError(f"{where}: {name} must be 1-D (E,), got shape {tuple(t.shape)}")
-    return t.long()
+    # contiguous: the C++ op's index check reads a strided or expand()-ed index as if dense
+    return t.long().contiguous()
 
 
 def _check_range(t: Tensor, n: int, name: str, what: str, where: str) -> None:
@@ -113,7 +114,7 @@ def tensor_product_conv(
     for name, t in (("edge_src", src), ("edge_dst", dst)):
         if t.device != x.device:
             raise ValueError(f"{where}: {name} must be on {x.device} like x, got {t.device}")
-    if validate and graph is None and not torch.compiler.is_compiling():
+    if validate and graph is None and not _backend.tracing():
         _check_range(src, x.shape[0], "edge_src", "sender (row of x)", where)
         _check_range(dst, num_nodes, "edge_dst", "receiver node", where)
 
@@ -177,7 +178,7 @@ class TensorProductConv(TensorProduct):
             raise TypeError(f"{name}: x must be a floating-point tensor, got {x.dtype}")
         w = self._prep_weights(edge_weight)
         for arg, t in (("edge_attr", edge_attr), ("edge_weight", w)):
-            if t.numel() == 0 and arg == "edge_weight":
+            if arg == "edge_weight" and self.weight_numel == 0:  # static: no data-dependent size test
                 continue
             if t.dtype != x.dtype:
                 raise TypeError(f"{name}: {arg} must have dtype {x.dtype} like x, got {t.dtype}")

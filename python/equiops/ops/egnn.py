@@ -22,7 +22,9 @@ from torch import Tensor
 
 from .. import _extension
 from .. import backend as _backend
+from ._devices import same_device
 from ..reference import egnn_message as _ref
+from .tp_conv import _deterministic_view, in_forward_mode
 
 __all__ = ["MessageParams", "MessageConfig", "egnn_message"]
 
@@ -182,9 +184,12 @@ def egnn_message(
             hi = torch.maximum(src.max(), dst.max())
             if bool(lo < 0) or bool(hi >= n):
                 raise IndexError(f"{_OP}: src/dst must hold node ids in [0, {n}), got values in [{int(lo)}, {int(hi)}]")
+        _backend.check_func_transforms(f"{_OP} (torch.ops.equiops.egnn_message)", node_i, node_j, coord, edge_attr,
+                                       *params.tensors())
+        # contiguous: the C++ op's index check reads a strided or expand()-ed index as if dense
         return _ops().egnn_message(
-            node_i, node_j, coord, edge_attr, src, dst, *views, *params.tensors(), config.act, config.coord_norm,
-            bool(config.tanh), float(config.c_clamp), float(config.trans_clamp), name,
+            node_i, node_j, coord, edge_attr, src.contiguous(), dst.contiguous(), *views, *params.tensors(), config.act,
+            config.coord_norm, bool(config.tanh), float(config.c_clamp), float(config.trans_clamp), name,
         )
     raise AssertionError(name)
 
@@ -203,6 +208,7 @@ def _triton(t: Tensor, backend: str):
 def _cuda_forward(node_i, node_j, coord, edge_attr, src, dst, dp, di, sp, si, *rest):
     weights, (act, coord_norm, tanh, c_clamp, trans_clamp, backend) = rest[:10], rest[10:]
     k = _triton(node_i, backend)
+    dp, di = _deterministic_view(dst, dp, di, node_i.shape[0])  # no view + deterministic: CSR, not atomics
     return k.message_forward(node_i, node_j, coord, edge_attr, src, dst, dp, di, *weights, act, coord_norm, tanh,
                              c_clamp, trans_clamp)
 
@@ -210,6 +216,8 @@ def _cuda_forward(node_i, node_j, coord, edge_attr, src, dst, dp, di, sp, si, *r
 def _cuda_backward(grad_m, grad_t, node_i, node_j, coord, edge_attr, src, dst, dp, di, sp, si, *rest):
     weights, (act, coord_norm, tanh, c_clamp, trans_clamp, backend) = rest[:10], rest[10:]
     k = _triton(node_i, backend)
+    dp, di = _deterministic_view(dst, dp, di, node_i.shape[0])
+    sp, si = _deterministic_view(src, sp, si, node_i.shape[0])
     g = k.message_backward(grad_m, grad_t, node_i, node_j, coord, edge_attr, src, dst, dp, di, sp, si, *weights, act,
                            coord_norm, tanh, c_clamp, trans_clamp)
     inputs = (node_i, node_j, coord, edge_attr) + tuple(weights)
@@ -221,6 +229,9 @@ def _cuda_backward(grad_m, grad_t, node_i, node_j, coord, edge_attr, src, dst, d
 _N_GRAD = 14  # node_i, node_j, coord, edge_attr and the ten weights
 
 
+_WEIGHT_NAMES = tuple(f.name for f in dataclasses.fields(MessageParams))
+
+
 def _register() -> None:
     lib = torch.library.Library("equiops", "IMPL")
     lib.impl("egnn_message", _cuda_forward, "CUDA")
@@ -229,17 +240,25 @@ def _register() -> None:
 
     @torch.library.register_fake("equiops::egnn_message")
     def _(node_i, node_j, coord, edge_attr, src, dst, dp, di, sp, si, w_radial, w_edge, w2, *rest):
+        same_device("egnn_message", dict(node_i=node_i, node_j=node_j, coord=coord, edge_attr=edge_attr, src=src, dst=dst,
+                                         dst_perm=dp, dst_indptr=di, src_perm=sp, src_indptr=si, w_radial=w_radial,
+                                         w_edge=w_edge, w2=w2, **dict(zip(_WEIGHT_NAMES[3:], rest[:7]))))
         n = node_i.shape[0]
         return node_i.new_empty(n, w2.shape[0]), node_i.new_empty(n, 3)
 
     @torch.library.register_fake("equiops::egnn_message_backward")
     def _(grad_m, grad_t, node_i, node_j, coord, edge_attr, src, dst, dp, di, sp, si, *rest):
+        same_device("egnn_message_backward", dict(node_i=node_i, grad_m=grad_m, grad_t=grad_t, node_j=node_j, coord=coord,
+                                                  edge_attr=edge_attr, src=src, dst=dst, dst_perm=dp, dst_indptr=di,
+                                                  src_perm=sp, src_indptr=si,
+                                                  **dict(zip(_WEIGHT_NAMES, rest[:10]))))
         inputs = (node_i, node_j, coord, edge_attr) + tuple(rest[:10])
         return tuple(t.new_empty(t.shape) if t is not None else node_i.new_empty(0) for t in inputs)
 
     def setup(ctx, inputs, output):
         ctx.present = tuple(t is not None for t in inputs[:20])
         ctx.options = inputs[20:]
+        ctx.deterministic = _backend.is_deterministic()
         ctx.save_for_backward(*(t for t in inputs[:20] if t is not None))
 
     def backward(ctx, grad_m, grad_t):
@@ -247,7 +266,8 @@ def _register() -> None:
         args = [next(saved) if present else None for present in ctx.present]
         grad_m = grad_m.contiguous() if grad_m is not None else args[0].new_zeros(args[0].shape[0], args[12].shape[0])
         grad_t = grad_t.contiguous() if grad_t is not None else args[0].new_zeros(args[0].shape[0], 3)
-        g = _ops().egnn_message_backward(grad_m, grad_t, *args, *ctx.options)
+        with in_forward_mode(ctx):
+            g = _ops().egnn_message_backward(grad_m, grad_t, *args, *ctx.options)
         # Inputs 0-3 (node_i, node_j, coord, edge_attr), 4-5 src/dst, 6-9 views, 10-19 weights.
         grads = list(g[:4]) + [None] * 6 + list(g[4:])
         out = [gi if (need and args[k] is not None) else None

@@ -28,7 +28,9 @@ from torch import Tensor
 
 from .. import _extension
 from .. import backend as _backend
+from ._devices import same_device
 from ..reference import pointconv as _ref
+from .tp_conv import in_forward_mode
 
 __all__ = ["pointconv", "check_inputs"]
 
@@ -75,7 +77,7 @@ def check_inputs(penult, values, nbhd_idx, nbhd_mask, weight, bias, mean) -> Non
 
 def _check_index_range(nbhd_idx: Tensor, n: int) -> None:
     """Index values on a non-CPU device (a host synchronisation; skipped while compiling)."""
-    if nbhd_idx.numel() == 0 or torch.compiler.is_compiling():
+    if nbhd_idx.numel() == 0 or _backend.tracing():
         return
     lo, hi = nbhd_idx.min(), nbhd_idx.max()
     if bool(lo < 0) or bool(hi >= n):
@@ -101,6 +103,8 @@ def pointconv(penult: Tensor, values: Tensor, nbhd_idx: Tensor, nbhd_mask: Tenso
         return _ref.pointconv(penult, values, nbhd_idx, nbhd_mask, weight, bias, mean)
     if penult.device.type != "cpu":
         _check_index_range(nbhd_idx, values.size(1))
+    _backend.check_func_transforms("equiops.ops.pointconv.pointconv (torch.ops.equiops.pointconv)", penult, values,
+                                   weight, bias)
     return _ops().pointconv(penult, values, nbhd_idx, nbhd_mask, weight, bias, mean, name)
 
 
@@ -136,11 +140,15 @@ def _register() -> None:
 
     @torch.library.register_fake("equiops::pointconv")
     def _(penult, values, nbhd_idx, nbhd_mask, weight, bias, mean, backend):
+        same_device("pointconv", dict(penult=penult, values=values, nbhd_idx=nbhd_idx, nbhd_mask=nbhd_mask, weight=weight,
+                                      bias=bias))
         B, m = penult.shape[0], penult.shape[1]
         return penult.new_empty(B, m, weight.shape[0])
 
     @torch.library.register_fake("equiops::pointconv_backward")
     def _(grad_out, penult, values, nbhd_idx, nbhd_mask, weight, bias, mean, backend):
+        same_device("pointconv_backward", dict(penult=penult, grad_out=grad_out, values=values, nbhd_idx=nbhd_idx,
+                                               nbhd_mask=nbhd_mask, weight=weight, bias=bias))
         gb = bias.new_empty(bias.shape) if bias is not None else penult.new_empty(0)
         return penult.new_empty(penult.shape), values.new_empty(values.shape), weight.new_empty(weight.shape), gb
 
@@ -148,14 +156,16 @@ def _register() -> None:
         penult, values, nbhd_idx, nbhd_mask, weight, bias, mean, backend = inputs
         ctx.has_bias = bias is not None
         ctx.options = (mean, backend)
+        ctx.deterministic = _backend.is_deterministic()
         ctx.save_for_backward(penult, values, nbhd_idx, nbhd_mask, weight, *((bias,) if bias is not None else ()))
 
     def backward(ctx, grad_out):
         saved = ctx.saved_tensors
         penult, values, nbhd_idx, nbhd_mask, weight = saved[:5]
         bias = saved[5] if ctx.has_bias else None
-        gp, gv, gw, gb = _ops().pointconv_backward(grad_out.contiguous(), penult, values, nbhd_idx, nbhd_mask,
-                                                   weight, bias, *ctx.options)
+        with in_forward_mode(ctx):  # the values gradient's atomics-or-sort choice, as in the forward's thread
+            gp, gv, gw, gb = _ops().pointconv_backward(grad_out.contiguous(), penult, values, nbhd_idx, nbhd_mask,
+                                                       weight, bias, *ctx.options)
         need = ctx.needs_input_grad
         return (gp if need[0] else None, gv if need[1] else None, None, None, gw if need[4] else None,
                 gb if (ctx.has_bias and need[5]) else None, None, None)

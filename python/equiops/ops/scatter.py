@@ -124,7 +124,7 @@ def _as_3d(t: Tensor, dim: int) -> Tensor:
 
 
 def _compiling() -> bool:
-    return torch.compiler.is_compiling()
+    return _backend.tracing()
 
 
 def _check_index_range_on_device(index: Tensor, dim_size: int, fn: str) -> None:

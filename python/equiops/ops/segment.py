@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .. import _extension
 from .. import backend as _backend
+from ._devices import same_device
 
 __all__ = ["segment_sum", "segment_minmax", "segment_gather", "scatter_sum", "scatter_minmax", "row_index", "sorted_index"]
 
@@ -36,22 +37,27 @@ def _ops():
 
 # Thin typed entry points used by the public API and by the backward passes.
 def segment_sum(src: Tensor, indptr: Tensor, perm: Optional[Tensor], backend: str) -> Tensor:
+    _backend.check_func_transforms("torch.ops.equiops.segment_sum (equiops.scatter / segment_csr / gather_csr / Graph.aggregate)", src)
     return _ops().segment_sum(src, indptr, perm, backend)
 
 
 def segment_minmax(src: Tensor, indptr: Tensor, perm: Optional[Tensor], reduce: str, backend: str) -> Tuple[Tensor, Tensor]:
+    _backend.check_func_transforms("torch.ops.equiops.segment_minmax (equiops.scatter / segment_csr / gather_csr / Graph.aggregate)", src)
     return _ops().segment_minmax(src, indptr, perm, reduce, backend)
 
 
 def segment_gather(src: Tensor, indptr: Tensor, perm: Optional[Tensor], num_rows: int, backend: str) -> Tensor:
+    _backend.check_func_transforms("torch.ops.equiops.segment_gather (equiops.scatter / segment_csr / gather_csr / Graph.aggregate)", src)
     return _ops().segment_gather(src, indptr, perm, num_rows, backend)
 
 
 def scatter_sum(src: Tensor, index: Tensor, dim_size: int, backend: str) -> Tensor:
+    _backend.check_func_transforms("torch.ops.equiops.scatter_sum (equiops.scatter / segment_csr / gather_csr / Graph.aggregate)", src)
     return _ops().scatter_sum(src, index, dim_size, backend)
 
 
 def scatter_minmax(src: Tensor, index: Tensor, dim_size: int, reduce: str, backend: str) -> Tuple[Tensor, Tensor]:
+    _backend.check_func_transforms("torch.ops.equiops.scatter_minmax (equiops.scatter / segment_csr / gather_csr / Graph.aggregate)", src)
     return _ops().scatter_minmax(src, index, dim_size, reduce, backend)
 
 
@@ -187,23 +193,28 @@ def _register() -> None:
 
     @torch.library.register_fake("equiops::segment_sum")
     def _(src, indptr, perm, backend):
+        same_device("segment_sum", dict(src=src, indptr=indptr, perm=perm))
         return src.new_empty(src.shape[0], indptr.shape[1] - 1, src.shape[2])
 
     @torch.library.register_fake("equiops::segment_minmax")
     def _(src, indptr, perm, reduce, backend):
+        same_device("segment_minmax", dict(src=src, indptr=indptr, perm=perm))
         shape = (src.shape[0], indptr.shape[1] - 1, src.shape[2])
         return src.new_empty(shape), src.new_empty(shape, dtype=torch.long)
 
     @torch.library.register_fake("equiops::segment_gather")
     def _(src, indptr, perm, num_rows, backend):
+        same_device("segment_gather", dict(src=src, indptr=indptr, perm=perm))
         return src.new_empty(src.shape[0], num_rows, src.shape[2])
 
     @torch.library.register_fake("equiops::scatter_sum")
     def _(src, index, dim_size, backend):
+        same_device("scatter_sum", dict(src=src, index=index))
         return src.new_empty(src.shape[0], dim_size, src.shape[2])
 
     @torch.library.register_fake("equiops::scatter_minmax")
     def _(src, index, dim_size, reduce, backend):
+        same_device("scatter_minmax", dict(src=src, index=index))
         shape = (src.shape[0], dim_size, src.shape[2])
         return src.new_empty(shape), src.new_empty(shape, dtype=torch.long)
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .. import _extension
 from .. import backend as _backend
+from ._devices import same_device
 from .. import so3
 from ..reference.spherical_harmonics import NORMALIZATIONS, recurrence_factor
 
@@ -95,6 +96,7 @@ def _ops():
 
 # Thin typed entry points (x (N, 3) float32/float64).
 def spherical_harmonics(x: Tensor, ls: List[int], normalize: bool, normalization: str, backend: str) -> Tensor:
+    _backend.check_func_transforms("equiops.spherical_harmonics (torch.ops.equiops.spherical_harmonics)", x)
     return _ops().spherical_harmonics(x, coupling_table(max(ls)), ls, normalize, normalization, backend)
 
 
@@ -107,6 +109,8 @@ def spherical_harmonics_double_backward(v, grad, x, coupling, ls, normalize, nor
 
 
 def spherical_harmonics_jacobian(x: Tensor, ls: List[int], normalize: bool, normalization: str, backend: str):
+    _backend.check_func_transforms(
+        "equiops.spherical_harmonics_with_gradients (torch.ops.equiops.spherical_harmonics_jacobian)", x)
     return _ops().spherical_harmonics_jacobian(x, coupling_table(max(ls)), ls, normalize, normalization, backend)
 
 
@@ -174,18 +178,23 @@ def _register() -> None:
 
     @torch.library.register_fake("equiops::spherical_harmonics")
     def _(x, coupling, ls, normalize, normalization, backend):
+        same_device("spherical_harmonics", dict(x=x, coupling=coupling), cpu_ok=("coupling",))
         return x.new_empty(x.shape[0], output_width(ls))
 
     @torch.library.register_fake("equiops::spherical_harmonics_backward")
     def _(grad, x, coupling, ls, normalize, normalization, backend):
+        same_device("spherical_harmonics_backward", dict(x=x, grad=grad, coupling=coupling), cpu_ok=("coupling",))
         return x.new_empty(x.shape[0], 3)
 
     @torch.library.register_fake("equiops::spherical_harmonics_double_backward")
     def _(v, grad, x, coupling, ls, normalize, normalization, backend):
+        same_device("spherical_harmonics_double_backward", dict(x=x, grad_grad_x=v, grad=grad, coupling=coupling),
+                    cpu_ok=("coupling",))
         return x.new_empty(x.shape[0], output_width(ls)), x.new_empty(x.shape[0], 3)
 
     @torch.library.register_fake("equiops::spherical_harmonics_jacobian")
     def _(x, coupling, ls, normalize, normalization, backend):
+        same_device("spherical_harmonics_jacobian", dict(x=x, coupling=coupling), cpu_ok=("coupling",))
         K = output_width(ls)
         return x.new_empty(x.shape[0], K), x.new_empty(x.shape[0], 3, K)
 
@@ -233,6 +242,30 @@ def _register() -> None:
         "equiops::spherical_harmonics_double_backward", double_backward_backward, setup_context=setup
     )
     torch.library.register_autograd("equiops::spherical_harmonics_jacobian", jacobian_backward, setup_context=setup)
+
+    # torch.vmap: every op here maps rows to rows independently, so a vmapped call is one call
+    # on the batch folded into the rows (instead of PyTorch's per-sample fallback loop).
+    def fold_rows(op: str):
+        def rule(info, in_dims, *args):
+            n_rows = len(args) - 5  # the row tensors come first, then (coupling, ls, ...)
+            if in_dims[n_rows] is not None:
+                raise ValueError(f"torch.ops.equiops.{op}: vmap over the coupling table is not supported")
+            b = info.batch_size
+            rows = []
+            for t, d in zip(args[:n_rows], in_dims[:n_rows]):
+                t = t.movedim(d, 0) if d is not None else t.unsqueeze(0).expand(b, *t.shape)
+                rows.append(t.reshape(b * t.shape[1], *t.shape[2:]).contiguous())
+            n = args[n_rows - 1].shape[0 if in_dims[n_rows - 1] is None else 1]  # rows of x per sample
+            out = getattr(torch.ops.equiops, op)(*rows, *args[n_rows:])
+            if isinstance(out, tuple):
+                return tuple(o.reshape(b, n, *o.shape[1:]) for o in out), (0,) * len(out)
+            return out.reshape(b, n, *out.shape[1:]), 0
+
+        torch.library.register_vmap(f"equiops::{op}", rule)
+
+    for op in ("spherical_harmonics", "spherical_harmonics_backward", "spherical_harmonics_double_backward",
+               "spherical_harmonics_jacobian"):
+        fold_rows(op)
 
 
 if _extension.available():

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .. import _extension
 from .. import backend as _backend
+from ._devices import same_device
 from ..tp_problem import decode
 
 __all__ = ["tensor_product", "tensor_product_backward", "tensor_product_double_backward"]
@@ -32,6 +33,7 @@ def _ops():
 
 
 def tensor_product(x1: Tensor, x2: Tensor, weight: Tensor, problem: str, backend: str) -> Tensor:
+    _backend.check_func_transforms("equiops.TensorProduct (torch.ops.equiops.tensor_product)", x1, x2, weight)
     return _ops().tensor_product(x1, x2, weight, problem, backend)
 
 
@@ -104,14 +106,18 @@ def _register() -> None:
 
     @torch.library.register_fake("equiops::tensor_product")
     def _(x1, x2, weight, problem, backend):
+        same_device("tensor_product", dict(x1=x1, x2=x2, weight=weight))
         return x1.new_empty(_rows(x1, x2, weight), decode(problem).dim_out)
 
     @torch.library.register_fake("equiops::tensor_product_backward")
     def _(grad_out, x1, x2, weight, problem, need, backend):
+        same_device("tensor_product_backward", dict(x1=x1, x2=x2, weight=weight, grad_out=grad_out))
         return tuple(t.new_empty(t.shape) if n else t.new_empty(0) for t, n in zip((x1, x2, weight), need))
 
     @torch.library.register_fake("equiops::tensor_product_double_backward")
     def _(gg1, gg2, ggw, grad_out, x1, x2, weight, problem, backend):
+        same_device("tensor_product_double_backward", dict(x1=x1, x2=x2, weight=weight, grad_out=grad_out, gg_x1=gg1,
+                                                           gg_x2=gg2, gg_weight=ggw))
         return (grad_out.new_empty(grad_out.shape), x1.new_empty(x1.shape), x2.new_empty(x2.shape),
                 weight.new_empty(weight.shape))
 

@@ -29,6 +29,7 @@ place of ``w`` use the problem restricted to its weighted paths (:func:`weighted
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Optional, Sequence
@@ -38,6 +39,7 @@ from torch import Tensor
 
 from .. import _extension
 from .. import backend as _backend
+from ._devices import same_device
 from ..tp_problem import decode
 
 __all__ = ["tp_conv", "tp_conv_backward"]
@@ -51,6 +53,7 @@ def _ops():
 
 
 def tp_conv(x, edge_attr, weight, src, dst, dst_perm, dst_indptr, src_perm, src_indptr, num_nodes, problem, backend):
+    _backend.check_func_transforms("equiops.TensorProductConv (torch.ops.equiops.tp_conv)", x, edge_attr, weight)
     return _ops().tp_conv(
         x, edge_attr, weight, src, dst, dst_perm, dst_indptr, src_perm, src_indptr, num_nodes, problem, backend
     )
@@ -89,9 +92,28 @@ def _triton(x: Tensor, backend: str):
     return kernels
 
 
+def _deterministic_view(keys: Tensor, perm: Optional[Tensor], indptr: Optional[Tensor], n: int):
+    """``(perm, indptr)``: the given CSR view, or, when there is none and deterministic results
+    are asked for, the one a Graph would hold (a stable sort of ``keys``), so the Triton
+    kernels reduce in CSR order instead of with atomic adds (also for raw op calls)."""
+    if indptr is None and _backend.is_deterministic():
+        from ..graph import _csr
+
+        return _csr(keys.long(), n)
+    return perm, indptr
+
+
+def in_forward_mode(ctx):
+    """The deterministic switch as it was when the forward ran (``ctx.deterministic``), for a
+    backward: on CUDA, autograd runs backward functions on its device thread, which does not
+    see the thread-local :func:`equiops.deterministic` block of the caller."""
+    return _backend.deterministic(True) if getattr(ctx, "deterministic", False) else contextlib.nullcontext()
+
+
 def _cuda_forward(x, edge_attr, weight, src, dst, dst_perm, dst_indptr, src_perm, src_indptr, num_nodes, problem,
                   backend):
     k = _triton(x, backend)
+    dst_perm, dst_indptr = _deterministic_view(dst, dst_perm, dst_indptr, int(num_nodes))
     return k.conv_forward(x.contiguous(), edge_attr.contiguous(), weight.contiguous(), src, dst, dst_perm, dst_indptr,
                           int(num_nodes), problem)
 
@@ -99,6 +121,7 @@ def _cuda_forward(x, edge_attr, weight, src, dst, dst_perm, dst_indptr, src_perm
 def _cuda_backward(grad_out, x, edge_attr, weight, src, dst, dst_perm, dst_indptr, src_perm, src_indptr, need,
                    problem, backend):
     k = _triton(x, backend)
+    src_perm, src_indptr = _deterministic_view(src, src_perm, src_indptr, x.shape[0])
     g = k.conv_backward(grad_out.contiguous(), x.contiguous(), edge_attr.contiguous(), weight.contiguous(), src, dst,
                         src_perm, src_indptr, tuple(need), problem)
     return tuple(gi if gi is not None else t.new_empty(0) for gi, t in zip(g, (x, edge_attr, weight)))
@@ -119,16 +142,22 @@ def _register() -> None:
 
     @torch.library.register_fake("equiops::tp_conv")
     def _(x, edge_attr, weight, src, dst, dst_perm, dst_indptr, src_perm, src_indptr, num_nodes, problem, backend):
+        same_device("tp_conv", dict(x=x, edge_attr=edge_attr, weight=weight, src=src, dst=dst, dst_perm=dst_perm,
+                                    dst_indptr=dst_indptr, src_perm=src_perm, src_indptr=src_indptr))
         return x.new_empty(num_nodes, decode(problem).dim_out)
 
     @torch.library.register_fake("equiops::tp_conv_backward")
     def _(grad_out, x, edge_attr, weight, src, dst, dst_perm, dst_indptr, src_perm, src_indptr, need, problem,
           backend):
+        same_device("tp_conv_backward", dict(x=x, edge_attr=edge_attr, weight=weight, grad_out=grad_out, src=src, dst=dst,
+                                             dst_perm=dst_perm, dst_indptr=dst_indptr, src_perm=src_perm,
+                                             src_indptr=src_indptr))
         return tuple(t.new_empty(t.shape) if n else t.new_empty(0) for t, n in zip((x, edge_attr, weight), need))
 
     def conv_setup(ctx, inputs, output):
         x, a, w, src, dst, dp, di, sp, si, num_nodes, problem, backend = inputs
         ctx.args = (problem, backend)
+        ctx.deterministic = _backend.is_deterministic()
         ctx.graph_optional = tuple(t is not None for t in (dp, di, sp, si))
         ctx.save_for_backward(x, a, w, src, dst, *(t for t in (dp, di, sp, si) if t is not None))
 
@@ -145,17 +174,23 @@ def _register() -> None:
             return (None,) * 12
         x, a, w, src, dst, views = _graph(ctx)
         problem, backend = ctx.args
-        g = tp_conv_backward(grad.contiguous(), x, a, w, src, dst, *views, need, problem, backend)
+        with in_forward_mode(ctx):
+            g = tp_conv_backward(grad.contiguous(), x, a, w, src, dst, *views, need, problem, backend)
         return tuple(gi if n else None for gi, n in zip(g, need)) + (None,) * 9
 
     def backward_setup(ctx, inputs, output):
         go, x, a, w, src, dst, dp, di, sp, si, need, problem, backend = inputs
         ctx.args = (problem, backend)
         ctx.need = list(need)
+        ctx.deterministic = _backend.is_deterministic()
         ctx.graph_optional = tuple(t is not None for t in (dp, di, sp, si))
         ctx.save_for_backward(go, x, a, w, src, dst, *(t for t in (dp, di, sp, si) if t is not None))
 
     def backward_backward(ctx, gg_x, gg_a, gg_w):
+        with in_forward_mode(ctx):
+            return _backward_backward(ctx, gg_x, gg_a, gg_w)
+
+    def _backward_backward(ctx, gg_x, gg_a, gg_w):
         saved = ctx.saved_tensors
         go, x, a, w, src, dst = saved[:6]
         rest = iter(saved[6:])

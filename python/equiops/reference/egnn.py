@@ -68,6 +68,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .. import backend as _backend
+
 EdgeIndex = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 COORD_DIM = 3
@@ -98,7 +100,7 @@ def _split_edge_index(edge_index: EdgeIndex, num_nodes: int) -> Tuple[torch.Tens
         if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
             raise ValueError(f"edge_index: expected an integer dtype for {name}, got {idx.dtype}")
         # Not while compiling: data-dependent (the fused kernels check ranges themselves).
-        if idx.numel() > 0 and not torch.compiler.is_compiling():
+        if not _backend.tracing() and idx.numel() > 0:
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= num_nodes:
                 raise IndexError(
@@ -111,6 +113,14 @@ def _split_edge_index(edge_index: EdgeIndex, num_nodes: int) -> Tuple[torch.Tens
 def _check_node_tensor(name: str, t: torch.Tensor, num_nodes: int, width: int) -> None:
     if t.dim() != 2 or t.size(0) != num_nodes or t.size(1) != width:
         raise ValueError(f"{name}: expected shape ({num_nodes}, {width}), got {tuple(t.shape)}")
+
+
+def _check_sizes(where: str, **sizes) -> None:
+    """Layer widths: ints, >= 0 for the optional inputs (edges_in_d, in_edge_nf, nodes_att_dim), else >= 1."""
+    for name, v in sizes.items():
+        low = 0 if name in ("edges_in_d", "in_edge_nf", "nodes_att_dim", "n_layers") else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{where}: {name} must be an int >= {low}, got {v!r}")
 
 
 def _check_inputs(h, coord, edge_index, edge_attr, node_attr, input_nf, edges_in_d, nodes_att_dim):
@@ -171,6 +181,8 @@ class E_GCL(nn.Module):
             raise ValueError(f"coords_agg: expected 'mean' or 'sum', got {coords_agg!r}")
         if residual and input_nf != output_nf:
             raise ValueError(f"residual=True needs input_nf == output_nf, got {input_nf} and {output_nf}")
+        _check_sizes(type(self).__name__, input_nf=input_nf, output_nf=output_nf, hidden_nf=hidden_nf,
+                     edges_in_d=edges_in_d, nodes_att_dim=nodes_att_dim)
         self.input_nf = input_nf
         self.output_nf = output_nf
         self.hidden_nf = hidden_nf

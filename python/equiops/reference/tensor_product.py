@@ -33,7 +33,10 @@ def tensor_product(x1: Tensor, x2: Tensor, weight: Tensor, problem) -> Tensor:
     """``out (N, dim_out)`` of the problem (a :class:`TPProblem` or its encoded string)."""
     prob: TPProblem = decode(problem) if isinstance(problem, str) else problem
     N = _rows(x1, x2, weight)
-    out = x1.new_zeros(N, prob.dim_out)
+    # Each output slot's paths are summed out of place, in path order, and the slots joined
+    # at the end: under torch.vmap an input may be batched while x1 is not, and an in-place
+    # write of batched values into an unbatched buffer fails.
+    blocks = {}
     for p in prob.paths:
         a = x1[:, p.off1 : p.off1 + p.m1 * p.d1].reshape(-1, p.m1, p.d1).expand(N, -1, -1)
         b = x2[:, p.off2 : p.off2 + p.m2 * p.d2].reshape(-1, p.m2, p.d2).expand(N, -1, -1)
@@ -63,6 +66,15 @@ def tensor_product(x1: Tensor, x2: Tensor, weight: Tensor, problem) -> Tensor:
             r = W.unsqueeze(-1) * z if p.weighted else z
         else:  # u<vw
             r = torch.einsum("nqw,nqk->nwk", W, z)
-        cols = slice(p.offo, p.offo + p.mo * p.dk)
-        out[:, cols] = out[:, cols] + p.coef * r.reshape(N, p.mo * p.dk)
-    return out
+        term = (p.coef * r.reshape(N, p.mo * p.dk)).to(x1.dtype)
+        key = (p.offo, p.mo * p.dk)
+        blocks[key] = blocks[key] + term if key in blocks else term
+    pieces, col = [], 0
+    for (off, width), term in sorted(blocks.items()):
+        if off > col:
+            pieces.append(x1.new_zeros(N, off - col))
+        pieces.append(term)
+        col = off + width
+    if col < prob.dim_out or not pieces:
+        pieces.append(x1.new_zeros(N, prob.dim_out - col))
+    return torch.cat(pieces, dim=1)

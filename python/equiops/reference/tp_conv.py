@@ -26,4 +26,6 @@ def tp_conv(x: Tensor, edge_attr: Tensor, weight: Tensor, src: Tensor, dst: Tens
     msg = tensor_product(x.index_select(0, src), edge_attr, weight, problem)
     if msg.shape[0] != E:  # E == 0 with broadcast edge inputs gives one row
         msg = msg.expand(E, -1)
-    return msg.new_zeros(num_nodes, msg.shape[1]).index_add_(0, dst, msg)
+    # Out of place: under torch.vmap, new_zeros is unbatched and an in-place add of batched
+    # messages into it fails.
+    return msg.new_zeros(num_nodes, msg.shape[1]).index_add(0, dst, msg)
