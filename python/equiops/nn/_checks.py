@@ -24,8 +24,11 @@ def check_floating(where: str, name: str, t) -> None:
 
 def check_like(where: str, like: Optional[Tensor], dtype: bool = True, **tensors) -> None:
     """Each tensor floating, and on ``like``'s device (and in its dtype when ``dtype``);
-    ``like`` is a parameter of the module (``None``: no parameters, nothing to match)."""
+    ``like`` is a parameter of the module (``None``: no parameters, nothing to match).
+    Tensors given as ``None`` (optional arguments left out) are skipped."""
     for name, t in tensors.items():
+        if t is None:
+            continue
         check_floating(where, name, t)
         if like is None:
             continue

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from .. import backend as _backend
 from ..graph import Graph
+from ._checks import check_like, first_parameter
 from ..ops import egnn as _ops
 from ..reference import egnn as _ref
 from ..reference import egnn_vel as _ref_vel
@@ -87,19 +88,7 @@ def _graph_of(row: Tensor, col: Tensor, n: int, graph: Optional[Graph]) -> Graph
 def _check_like_params(module: nn.Module, where: str, **tensors) -> None:
     """Floating tensors (``None`` skipped) in the dtype and on the device of ``module``'s
     parameters: a clear error instead of PyTorch's matmul dtype/device message."""
-    p = next(module.parameters())
-    for name, t in tensors.items():
-        if t is None:
-            continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{where}: {name} must be a floating-point tensor, got {t.dtype}")
-        if t.dtype != p.dtype:
-            raise TypeError(f"{where}: {name} must have the dtype of the module's parameters ({p.dtype}), got {t.dtype}")
-        if t.device != p.device:
-            raise ValueError(f"{where}: {name} must be on the device of the module's parameters ({p.device}), "
-                             f"got {t.device}")
+    check_like(where, first_parameter(module), **tensors)
 
 
 def _named(where: str, fn, *args):
