@@ -104,12 +104,38 @@ def check_compiled_matches_eager(fn: Callable, *args, order: int = 0, dynamic=No
             assert torch.equal(a, e)
 
 
+@contextlib.contextmanager
+def num_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block (the CPU kernels must give
+    the same bits at any thread count)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _as_tuple(x):
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
 def triton_interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_test_device() -> torch.device:
+    """The device of the Triton kernel test modules, called at their top: CPU tensors under
+    the interpreter, or CUDA with ``EQUIOPS_TRITON_TEST_DEVICE=cuda`` (GPU check). Skips
+    the calling module when Triton, the interpreter or the asked-for GPU is missing. With
+    its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0"."""
+    pytest.importorskip("triton")
+    name = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
+    if name == "cpu" and not triton_interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set (tests/conftest.py sets it without a GPU)", allow_module_level=True)
+    if name != "cpu" and not torch.cuda.is_available():
+        pytest.skip("EQUIOPS_TRITON_TEST_DEVICE asks for CUDA, which is not available", allow_module_level=True)
+    return torch.empty(0, device=name).device
 
 
 # The Triton interpreter tests switch Triton into interpreter mode for the whole process

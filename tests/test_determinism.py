@@ -32,7 +32,7 @@ import pytest
 import torch
 
 import equiops
-from conftest import triton_interpreter_enabled
+from conftest import num_threads, triton_interpreter_enabled
 from equiops import backend as _backend
 from equiops.ops.egnn import MessageConfig, MessageParams, egnn_message
 from equiops.ops.pointconv import pointconv
@@ -89,23 +89,13 @@ def module_switch(request):
     assert not equiops.is_deterministic()
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _assert_reproducible(fn, across_threads: bool = True):
     """``fn()`` (a list of tensors) twice with the current thread count and (with
     ``across_threads``) once with another: bitwise equal each time."""
     runs = [[t.detach().clone() for t in fn()], [t.detach().clone() for t in fn()]]
     other = 1 if torch.get_num_threads() > 1 else 2
     if across_threads:
-        with _threads(other):
+        with num_threads(other):
             runs.append([t.detach().clone() for t in fn()])
     first = runs[0]
     assert len(first) > 0 and all(len(r) == len(first) for r in runs)

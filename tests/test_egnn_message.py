@@ -23,6 +23,7 @@ import torch
 import equiops
 from equiops.ops.egnn import MessageConfig, MessageParams, egnn_message
 from equiops.reference import egnn_message as ref
+from conftest import num_threads
 
 TOL = {torch.float64: 1e-10, torch.float32: 5e-5}
 
@@ -157,12 +158,8 @@ def test_graph_views_and_determinism():
         b = b[order] if k == 5 else b  # grad edge_attr is per edge
         assert _rel(a, b) < 1e-12
     # Bitwise reproducible across thread counts.
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with num_threads(1):
         single = _run(tensors, params, src, dst, config, "cpu")
-    finally:
-        torch.set_num_threads(threads)
     for a, b in zip(single, base):
         assert torch.equal(a, b)
 

@@ -15,27 +15,18 @@ Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1`` (slow:
 graphs, 16-row blocks). ``EQUIOPS_TRITON_TEST_DEVICE=cuda`` runs the same tests on CUDA.
 """
 
-import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest  # noqa: E402
 
-triton = pytest.importorskip("triton")
+from conftest import triton_test_device  # noqa: E402
 
-_DEVICE = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
-if _DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("TRITON_INTERPRET=1 is not set (tests/conftest.py sets it without a GPU)", allow_module_level=True)
-if _DEVICE != "cpu" and not torch.cuda.is_available():
-    pytest.skip("EQUIOPS_TRITON_TEST_DEVICE asks for CUDA, which is not available", allow_module_level=True)
+DEV = triton_test_device()  # skips this module when Triton cannot run here
 
 from equiops.kernels import egnn as K  # noqa: E402
 from equiops.reference.egnn_message import edge_messages, egnn_message  # noqa: E402
 
-DEV = torch.empty(0, device=_DEVICE).device
 
 # Max |error| allowed, relative to max(1, the expected result's largest magnitude), by
 # dtype and derivative order (0 forward, 1 backward).

@@ -27,6 +27,7 @@ from equiops.bench.lieconv import dense_lieconv
 from equiops.lie import SE3, SO3, T
 from equiops.nn import lieconv as lc
 from equiops.nn.lieconv import BottleBlock, LieConv, LieResNet, PointConv
+from conftest import num_threads
 
 GOLDEN_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "reference_public.pt"
 GOLDEN_SKIP = f"golden data not found at {GOLDEN_FILE} (it sits beside the checkout in CI, not in a user's clone)"
@@ -37,10 +38,8 @@ F64 = torch.float64
 def _one_thread():
     """These tensors are tiny: run them on one thread (thread hand-offs dominate on a busy
     machine), restoring the setting afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with num_threads(1):
+        yield
 
 
 def _load_golden():

@@ -24,6 +24,7 @@ import torch
 
 from equiops.ops.pointconv import pointconv
 from equiops.reference import pointconv as ref
+from conftest import num_threads
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
@@ -152,14 +153,10 @@ def test_determinism_across_runs_and_threads():
     inputs32 = [x.float() if x is not None and x.is_floating_point() else x for x in inputs]
     base = _run(*inputs32, True, "cpu")
     again = _run(*inputs32, True, "cpu")
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with num_threads(1):
         single = _run(*inputs32, True, "cpu")
-        torch.set_num_threads(2)
+    with num_threads(2):
         two = _run(*inputs32, True, "cpu")
-    finally:
-        torch.set_num_threads(threads)
     for a, b, c, d in zip(base, again, single, two):
         assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
 

@@ -13,27 +13,20 @@ Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1`` (slow:
 shapes). ``EQUIOPS_TRITON_TEST_DEVICE=cuda`` runs the same tests on CUDA.
 """
 
-import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest  # noqa: E402
 
-triton = pytest.importorskip("triton")
+from conftest import triton_test_device  # noqa: E402
 
-_DEVICE = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
-if _DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("TRITON_INTERPRET=1 is not set (tests/conftest.py sets it without a GPU)", allow_module_level=True)
-if _DEVICE != "cpu" and not torch.cuda.is_available():
-    pytest.skip("EQUIOPS_TRITON_TEST_DEVICE asks for CUDA, which is not available", allow_module_level=True)
+DEV = triton_test_device()  # skips this module when Triton cannot run here
+
+import triton  # noqa: E402
 
 from equiops.kernels import pointconv as K  # noqa: E402
 from equiops.reference.pointconv import pointconv as reference  # noqa: E402
 
-DEV = torch.empty(0, device=_DEVICE).device
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
 # name: (B, m, n, K, C, ci, co)

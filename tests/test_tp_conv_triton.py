@@ -18,18 +18,11 @@ import sys
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest  # noqa: E402
 
-triton = pytest.importorskip("triton")
+from conftest import triton_test_device  # noqa: E402
 
-_DEVICE = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
-if _DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("TRITON_INTERPRET=1 is not set (tests/conftest.py sets it without a GPU)", allow_module_level=True)
-if _DEVICE != "cpu" and not torch.cuda.is_available():
-    pytest.skip("EQUIOPS_TRITON_TEST_DEVICE asks for CUDA, which is not available", allow_module_level=True)
+DEV = triton_test_device()  # skips this module when Triton cannot run here
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -40,8 +33,6 @@ from equiops.kernels import tp_conv as C  # noqa: E402
 from equiops.reference.tp_conv import tp_conv as reference  # noqa: E402
 from equiops.tp_problem import build_problem  # noqa: E402
 
-# With its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0".
-DEV = torch.empty(0, device=_DEVICE).device
 
 # Max |error| allowed, relative to max(1, the expected result's largest magnitude), by
 # dtype and derivative order (0 forward, 1 backward).
@@ -253,7 +244,7 @@ def test_csr_bitwise_reproducible():
         assert torch.equal(u, v)
 
 
-@pytest.mark.skipif(_DEVICE != "cpu", reason="compiled code may contract differently per block size")
+@pytest.mark.skipif(DEV.type != "cpu", reason="compiled code may contract differently per block size")
 def test_csr_order_independent_of_block_size():
     """Each node's edges are added in CSR order whatever the block: bitwise equal."""
     problem, n, _, _, (x, ea, w, src, dst, go) = _inputs("uvu", torch.float32)

@@ -24,18 +24,11 @@ import textwrap
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest  # noqa: E402
 
-triton = pytest.importorskip("triton")
+from conftest import triton_test_device  # noqa: E402
 
-_DEVICE = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
-if _DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("TRITON_INTERPRET=1 is not set (tests/conftest.py sets it without a GPU)", allow_module_level=True)
-if _DEVICE != "cpu" and not torch.cuda.is_available():
-    pytest.skip("EQUIOPS_TRITON_TEST_DEVICE asks for CUDA, which is not available", allow_module_level=True)
+DEV = triton_test_device()  # skips this module when Triton cannot run here
 
 from equiops.kernels import _codecache  # noqa: E402
 from equiops.kernels import tensor_product as K  # noqa: E402
@@ -43,8 +36,6 @@ from equiops.reference.tensor_product import tensor_product as reference  # noqa
 from equiops.tp_problem import build_problem  # noqa: E402
 from tp_cases import CHANNELWISE_SMALL  # noqa: E402
 
-# With its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0".
-DEV = torch.empty(0, device=_DEVICE).device
 
 # Max |error| allowed, relative to max(1, the expected result's largest magnitude), by
 # dtype and derivative order (0 forward, 1 backward, 2 double backward).

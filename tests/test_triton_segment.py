@@ -7,26 +7,17 @@ Sizes are tiny because the interpreter is slow. On a GPU machine,
 ``EQUIOPS_TRITON_TEST_DEVICE=cuda`` runs the same tests compiled on CUDA tensors.
 """
 
-import os
 
 import pytest
 import torch
 
-from conftest import triton_interpreter_enabled
 
-triton = pytest.importorskip("triton")
+from conftest import triton_test_device  # noqa: E402
 
-_DEVICE = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
-if _DEVICE == "cpu" and not triton_interpreter_enabled():
-    pytest.skip("TRITON_INTERPRET=1 is not set (tests/conftest.py sets it without a GPU)", allow_module_level=True)
-if _DEVICE != "cpu" and not torch.cuda.is_available():
-    pytest.skip("EQUIOPS_TRITON_TEST_DEVICE asks for CUDA, which is not available", allow_module_level=True)
+DEV = triton_test_device()  # skips this module when Triton cannot run here
 
 from equiops.kernels import segment as K  # noqa: E402
 from equiops.reference import segment as ref  # noqa: E402
-
-# With its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0".
-DEV = torch.empty(0, device=_DEVICE).device
 
 
 # --------------------------------------------------------------------------------------

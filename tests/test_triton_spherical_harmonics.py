@@ -19,15 +19,11 @@ import os
 import pytest
 import torch
 
-from conftest import assert_close, triton_interpreter_enabled
+from conftest import assert_close
 
-triton = pytest.importorskip("triton")
+from conftest import triton_test_device  # noqa: E402
 
-_DEVICE = os.environ.get("EQUIOPS_TRITON_TEST_DEVICE", "cpu")
-if _DEVICE == "cpu" and not triton_interpreter_enabled():
-    pytest.skip("TRITON_INTERPRET=1 is not set (tests/conftest.py sets it without a GPU)", allow_module_level=True)
-if _DEVICE != "cpu" and not torch.cuda.is_available():
-    pytest.skip("EQUIOPS_TRITON_TEST_DEVICE asks for CUDA, which is not available", allow_module_level=True)
+DEV = triton_test_device()  # skips this module when Triton cannot run here
 
 from equiops import _extension  # noqa: E402
 
@@ -37,8 +33,6 @@ if not _extension.available():
 from equiops.kernels import spherical_harmonics as K  # noqa: E402
 from equiops.ops import spherical_harmonics as shops  # noqa: E402
 
-# With its index ("cuda:0"): outputs carry it, and torch.device("cuda") != "cuda:0".
-DEV = torch.empty(0, device=_DEVICE).device
 OPS = torch.ops.equiops
 BLOCK = 16  # rows per program in the tests: N = 50 gives three full programs and a tail
 
@@ -161,7 +155,7 @@ def test_forward_high_degree(dtype):
     # Compiled on a GPU, only up to the degree the CUDA path allows (compile time).
     from equiops.ops.spherical_harmonics import TRITON_MAX_DEGREE
 
-    lmax = 12 if _DEVICE == "cpu" else TRITON_MAX_DEGREE
+    lmax = 12 if DEV.type == "cpu" else TRITON_MAX_DEGREE
     _check("forward", list(range(lmax + 1)), True, "component", dtype, N=150, block=K.BLOCK)
 
 

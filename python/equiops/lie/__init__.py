@@ -99,42 +99,7 @@ Deviations (all outside what LieConv uses, or strict improvements)
   ``FakeSchGroup`` and the unused ``farthest_lift``.
 """
 
-from .groups import (
-    TAYLOR_THRESHOLD,
-    SE2,
-    SE3,
-    SO2,
-    SO3,
-    LieGroup,
-    T,
-    Trivial,
-    cosc,
-    coscc,
-    cross_matrix,
-    norm,
-    sinc,
-    sinc_inv,
-    sincc,
-    thresh,
-    uncross_matrix,
-)
+from . import groups as _groups
+from .groups import *  # noqa: F401,F403  (the public names: groups.__all__)
 
-__all__ = [
-    "LieGroup",
-    "T",
-    "Trivial",
-    "SO2",
-    "SE2",
-    "SO3",
-    "SE3",
-    "norm",
-    "sinc",
-    "sincc",
-    "cosc",
-    "coscc",
-    "sinc_inv",
-    "cross_matrix",
-    "uncross_matrix",
-    "TAYLOR_THRESHOLD",
-    "thresh",
-]
+__all__ = list(_groups.__all__)

@@ -23,6 +23,7 @@ from torch import Tensor
 from .. import _extension
 from .. import backend as _backend
 from ._devices import same_device
+from ._first_order import register_first_order
 from ..reference import egnn_message as _ref
 from .tp_conv import _deterministic_view, in_forward_mode
 
@@ -274,18 +275,9 @@ def _register() -> None:
                for k, (gi, need) in enumerate(zip(grads, ctx.needs_input_grad[:20]))]
         return tuple(out) + (None,) * 6
 
-    def setup_backward(ctx, inputs, output):
-        pass
-
-    def no_double_backward(ctx, *grads):
-        raise RuntimeError(
-            f"{_OP}: the fused backward is first-order only; for a double backward (e.g. forces from an EGNN "
-            "energy) build the module with backend='torch'"
-        )
-
-    torch.library.register_autograd("equiops::egnn_message", backward, setup_context=setup)
-    torch.library.register_autograd("equiops::egnn_message_backward", no_double_backward,
-                                    setup_context=setup_backward)
+    # Forces from an EGNN energy are first order (they work fused); training on them is not.
+    register_first_order("egnn_message", backward, setup, "for a double backward (e.g. training on forces from "
+                         "an EGNN energy) build the module with backend='torch'")
 
 
 if _extension.available():

@@ -29,6 +29,7 @@ from torch import Tensor
 from .. import _extension
 from .. import backend as _backend
 from ._devices import same_device
+from ._first_order import register_first_order
 from ..reference import pointconv as _ref
 from .tp_conv import in_forward_mode
 
@@ -170,17 +171,7 @@ def _register() -> None:
         return (gp if need[0] else None, gv if need[1] else None, None, None, gw if need[4] else None,
                 gb if (ctx.has_bias and need[5]) else None, None, None)
 
-    def setup_backward(ctx, inputs, output):
-        pass
-
-    def no_double_backward(ctx, *grads):
-        raise RuntimeError(
-            f"{_OP}: the fused backward is first-order only; for a double backward build the layer with "
-            "backend='torch'"
-        )
-
-    torch.library.register_autograd("equiops::pointconv", backward, setup_context=setup)
-    torch.library.register_autograd("equiops::pointconv_backward", no_double_backward, setup_context=setup_backward)
+    register_first_order("pointconv", backward, setup, "for a double backward build the layer with backend='torch'")
 
 
 if _extension.available():
